@@ -1,0 +1,427 @@
+//! Compact JWS (RFC 7515) as the MOSIP Keymanager writes it: RS256 (or PS256), attached or
+//! detached payload (appendix F), `kid`, `x5c`, `x5t#S256`, `x5u` headers.
+//!
+//! A token is first parsed into an [`UnverifiedJws`], whose payload can only be read as
+//! untrusted; [`UnverifiedJws::verify`] checks it against a [`JwkSet`] and yields a
+//! [`VerifiedJws`]. Only RS256 and PS256 are accepted: `none`, HMAC and anything else are
+//! refused, whatever the key set holds.
+
+use aws_lc_rs::signature::{
+    ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, RsaPublicKeyComponents,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::jwk::{JwkSet, KeyUse};
+use crate::{Error, SignatureError, b64, cert::CertificateInfo};
+
+/// The JOSE header. Members are serialized in the order KM13 writes them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JwsHeader {
+    /// Signature algorithm.
+    pub alg: String,
+    /// Certificate chain, standard base64 DER.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
+    /// b64u SHA-256 of the signing certificate.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+    /// Certificate URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5u: Option<String>,
+    /// Key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// Media type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+    /// RFC 7797: `false` means the payload is not base64url-encoded in the signing input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b64: Option<bool>,
+    /// Critical extensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crit: Option<Vec<String>>,
+}
+
+impl JwsHeader {
+    /// An RS256 header with a key id.
+    pub fn rs256(kid: Option<String>) -> Self {
+        JwsHeader {
+            alg: "RS256".into(),
+            kid,
+            ..Default::default()
+        }
+    }
+
+    /// The header's b64u JSON, the first segment of a token.
+    pub fn encode(&self) -> String {
+        // Serializing a struct of strings and options cannot fail.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        b64::encode_b64u(&json)
+    }
+}
+
+/// The signing input of a token with this header and payload: `b64u(header).b64u(payload)`.
+pub fn signing_input(header_b64: &str, payload: &[u8]) -> String {
+    format!("{header_b64}.{}", b64::encode_b64u(payload))
+}
+
+/// Joins the three segments, leaving the middle one empty when `detached`.
+pub fn assemble(signing_input: &str, signature: &[u8], detached: bool) -> String {
+    let sig = b64::encode_b64u(signature);
+    match (detached, signing_input.split_once('.')) {
+        (true, Some((header, _))) => format!("{header}..{sig}"),
+        _ => format!("{signing_input}.{sig}"),
+    }
+}
+
+/// A parsed token whose signature has not been checked.
+#[derive(Debug, Clone)]
+pub struct UnverifiedJws {
+    header: JwsHeader,
+    header_b64: String,
+    payload: Option<Vec<u8>>,
+    payload_b64: Option<String>,
+    signature: Vec<u8>,
+}
+
+impl UnverifiedJws {
+    /// Parses a compact JWS (surrounding whitespace ignored).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the segment that is malformed.
+    pub fn parse(compact: &str) -> Result<Self, Error> {
+        let compact = compact.trim();
+        let mut parts = compact.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::invalid_input(
+                "JWS must have three dot-separated segments",
+            ));
+        };
+        let header_json = b64::decode_b64u(h)
+            .map_err(|e| Error::invalid_input(format!("JWS header segment: {e}")))?;
+        let header: JwsHeader = serde_json::from_slice(&header_json).map_err(|e| {
+            Error::invalid_input(format!("JWS header is not a valid JOSE header: {e}"))
+        })?;
+        let unencoded = header.b64 == Some(false);
+        let payload = match (p.is_empty(), unencoded) {
+            (true, _) => None,
+            (false, true) => Some(p.as_bytes().to_vec()),
+            (false, false) => Some(
+                b64::decode_b64u(p)
+                    .map_err(|e| Error::invalid_input(format!("JWS payload segment: {e}")))?,
+            ),
+        };
+        if s.is_empty() {
+            return Err(Error::invalid_input("JWS signature segment is empty"));
+        }
+        let signature = b64::decode_b64u(s)
+            .map_err(|e| Error::invalid_input(format!("JWS signature segment: {e}")))?;
+        Ok(UnverifiedJws {
+            header,
+            header_b64: h.to_string(),
+            payload_b64: payload.as_ref().map(|_| p.to_string()),
+            payload,
+            signature,
+        })
+    }
+
+    /// The (unverified) header.
+    pub fn header(&self) -> &JwsHeader {
+        &self.header
+    }
+
+    /// Whether the token was sent without its payload.
+    pub fn is_detached(&self) -> bool {
+        self.payload.is_none()
+    }
+
+    /// The payload, **not yet verified**.
+    pub fn unverified_payload(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+
+    /// Supplies the payload of a detached token. If the token carries a payload of its own,
+    /// the two must be equal.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the token carries a different payload.
+    pub fn attach_payload(&mut self, payload: &[u8]) -> Result<(), Error> {
+        match &self.payload {
+            Some(own) if own.as_slice() != payload => Err(Error::invalid_input(
+                "a payload was given for a JWS that carries a different one",
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.payload_b64 = Some(if self.header.b64 == Some(false) {
+                    String::from_utf8_lossy(payload).into_owned()
+                } else {
+                    b64::encode_b64u(payload)
+                });
+                self.payload = Some(payload.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    fn signing_input(&self) -> Result<Vec<u8>, SignatureError> {
+        let payload = self
+            .payload_b64
+            .as_ref()
+            .ok_or(SignatureError::MissingPayload)?;
+        let mut input = Vec::with_capacity(self.header_b64.len() + 1 + payload.len());
+        input.extend_from_slice(self.header_b64.as_bytes());
+        input.push(b'.');
+        input.extend_from_slice(payload.as_bytes());
+        Ok(input)
+    }
+
+    /// Verifies against a key set (see [`VerificationKeys::from_jwks`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSignature`] with the check that refused the token.
+    pub fn verify(&self, keys: &JwkSet) -> Result<VerifiedJws, Error> {
+        self.verify_with(&VerificationKeys::from_jwks(keys)?)
+    }
+
+    /// Verifies against prepared keys, pinned to them: a token whose `kid` is unknown, or
+    /// whose `x5c` / `x5t#S256` names a certificate outside the set, is refused.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSignature`] with the check that refused the token;
+    /// [`Error::InvalidInput`] for an unsupported critical header.
+    pub fn verify_with(&self, keys: &VerificationKeys) -> Result<VerifiedJws, Error> {
+        let alg = Algorithm::from_name(&self.header.alg)?;
+        self.check_crit()?;
+        let input = self.signing_input().map_err(Error::InvalidSignature)?;
+        let candidates = self.candidates(keys).map_err(Error::InvalidSignature)?;
+        for key in candidates {
+            if key.verify(alg, &input, &self.signature) {
+                return Ok(VerifiedJws {
+                    header: self.header.clone(),
+                    payload: self.payload.clone().unwrap_or_default(),
+                    key_id: key.kid.clone().or_else(|| self.header.kid.clone()),
+                });
+            }
+        }
+        Err(Error::InvalidSignature(SignatureError::Mismatch))
+    }
+
+    /// Accepts the token on the word of a remote verifier (the Keymanager's `/jwtVerify`).
+    /// Only providers that have just received a positive verdict for this exact token should
+    /// call this.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSignature`] when the token has no payload.
+    pub fn accept_remote_verdict(self) -> Result<VerifiedJws, Error> {
+        let payload = self
+            .payload
+            .ok_or(Error::InvalidSignature(SignatureError::MissingPayload))?;
+        Ok(VerifiedJws {
+            key_id: self.header.kid.clone(),
+            header: self.header,
+            payload,
+        })
+    }
+
+    fn check_crit(&self) -> Result<(), Error> {
+        match &self.header.crit {
+            Some(crit) if crit.iter().any(|c| c != "b64") => Err(Error::invalid_input(format!(
+                "unsupported critical JWS header parameters {crit:?}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn candidates<'k>(
+        &self,
+        keys: &'k VerificationKeys,
+    ) -> Result<Vec<&'k TrustedKey>, SignatureError> {
+        let header_cert = match &self.header.x5c {
+            Some(chain) => Some(
+                chain
+                    .first()
+                    .and_then(|c| b64::decode_lenient(c).ok())
+                    .ok_or(SignatureError::UntrustedCertificate)?,
+            ),
+            None => None,
+        };
+        let header_hash = match &self.header.x5t_s256 {
+            Some(h) => Some(b64::decode_b64u(h).map_err(|_| SignatureError::UntrustedCertificate)?),
+            None => None,
+        };
+        let mut candidates: Vec<&TrustedKey> = match &self.header.kid {
+            Some(kid) => {
+                let found: Vec<_> = keys
+                    .keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .collect();
+                if found.is_empty() {
+                    return Err(SignatureError::UnknownKey(kid.clone()));
+                }
+                found
+            }
+            None => keys.keys.iter().collect(),
+        };
+        if let Some(der) = &header_cert {
+            candidates.retain(|k| k.cert_der.as_deref() == Some(der.as_slice()));
+        }
+        if let Some(hash) = &header_hash {
+            candidates
+                .retain(|k| k.cert_sha256.as_ref().map(|h| h.as_slice()) == Some(hash.as_slice()));
+        }
+        if candidates.is_empty() {
+            return Err(if header_cert.is_some() || header_hash.is_some() {
+                SignatureError::UntrustedCertificate
+            } else {
+                SignatureError::NoKey
+            });
+        }
+        Ok(candidates)
+    }
+}
+
+/// A token whose signature verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedJws {
+    header: JwsHeader,
+    payload: Vec<u8>,
+    key_id: Option<String>,
+}
+
+impl VerifiedJws {
+    /// The header.
+    pub fn header(&self) -> &JwsHeader {
+        &self.header
+    }
+
+    /// The verified payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The payload parsed as JSON.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the payload is not JSON.
+    pub fn payload_json(&self) -> Result<serde_json::Value, Error> {
+        serde_json::from_slice(&self.payload)
+            .map_err(|e| Error::invalid_input(format!("verified payload is not JSON: {e}")))
+    }
+
+    /// The id of the key that verified it.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// The payload bytes.
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Algorithm {
+    Rs256,
+    Ps256,
+}
+
+impl Algorithm {
+    fn from_name(name: &str) -> Result<Self, Error> {
+        match name {
+            "RS256" => Ok(Algorithm::Rs256),
+            "PS256" => Ok(Algorithm::Ps256),
+            other => Err(Error::InvalidSignature(
+                SignatureError::UnsupportedAlgorithm(other.to_string()),
+            )),
+        }
+    }
+}
+
+/// Signature keys prepared once for many verifications.
+#[derive(Debug, Default)]
+pub struct VerificationKeys {
+    keys: Vec<TrustedKey>,
+}
+
+#[derive(Debug)]
+struct TrustedKey {
+    kid: Option<String>,
+    cert_der: Option<Vec<u8>>,
+    cert_sha256: Option<[u8; 32]>,
+    rs256: ParsedPublicKey,
+    ps256: ParsedPublicKey,
+}
+
+impl TrustedKey {
+    fn verify(&self, alg: Algorithm, input: &[u8], sig: &[u8]) -> bool {
+        let key = match alg {
+            Algorithm::Rs256 => &self.rs256,
+            Algorithm::Ps256 => &self.ps256,
+        };
+        key.verify_sig(input, sig).is_ok()
+    }
+}
+
+impl VerificationKeys {
+    /// Prepares the signature keys of a set (keys marked `use: enc` are left out).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] / [`Error::InvalidCertificate`] for a key that does not parse.
+    pub fn from_jwks(set: &JwkSet) -> Result<Self, Error> {
+        let mut keys = Vec::with_capacity(set.keys.len());
+        for jwk in set.keys.iter().filter(|k| k.key_use != Some(KeyUse::Enc)) {
+            let (n, e) = jwk.rsa_components()?;
+            let cert_der = jwk.certificate_der()?;
+            if let Some(der) = &cert_der {
+                let cert = CertificateInfo::from_der(der)?;
+                if cert.modulus() != n.as_slice() || cert.exponent() != e.as_slice() {
+                    return Err(Error::InvalidCertificate(format!(
+                        "x5c of key {:?} does not hold the key's n and e",
+                        jwk.kid
+                    )));
+                }
+            }
+            let components = RsaPublicKeyComponents { n: &n, e: &e };
+            let parse = |alg| {
+                components.to_parsed_public_key(alg).map_err(|_| {
+                    Error::invalid_input(format!(
+                        "key {:?} is not a usable RSA public key",
+                        jwk.kid
+                    ))
+                })
+            };
+            keys.push(TrustedKey {
+                kid: jwk.kid.clone(),
+                cert_sha256: cert_der.as_ref().map(|d| sha256(d)),
+                cert_der,
+                rs256: parse(&RSA_PKCS1_2048_8192_SHA256)?,
+                ps256: parse(&RSA_PSS_2048_8192_SHA256)?,
+            });
+        }
+        Ok(VerificationKeys { keys })
+    }
+
+    /// Whether a key with this id is present.
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Number of signature keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there is no signature key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref());
+    out
+}

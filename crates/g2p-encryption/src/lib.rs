@@ -1,0 +1,34 @@
+//! The base of g2p-keymanager: what every encryption provider shares.
+//!
+//! * [`EncryptionProvider`]: the object-safe async trait a service holds as
+//!   `Arc<dyn EncryptionProvider>` to encrypt, decrypt, sign (JWS) and verify without ever
+//!   holding private keys;
+//! * [`jws`]: a compact-JWS codec (parse into [`jws::UnverifiedJws`], verify against a
+//!   [`JwkSet`] into [`jws::VerifiedJws`]; RS256 and PS256 only);
+//! * [`Jwk`] / [`JwkSet`] built from X.509 certificates, and [`cert::CertificateInfo`];
+//! * [`b64`]: base64url helpers, lenient on input the way the MOSIP Keymanager is;
+//! * [`ProviderRegistry`]: named providers with one default;
+//! * one [`Error`] type.
+//!
+//! ```
+//! use g2p_encryption::{b64, SignPayload};
+//!
+//! let text = SignPayload::Text("hello".into());
+//! assert_eq!(b64::encode_b64u(&text.to_bytes()), "aGVsbG8");
+//! assert_eq!(b64::decode_lenient("aGVsbG8=").unwrap(), b"hello");
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod b64;
+pub mod cert;
+mod error;
+pub mod jwk;
+pub mod jws;
+mod provider;
+mod registry;
+
+pub use error::{Error, ErrorKind, ProviderError, Result, SignatureError};
+pub use jwk::{Jwk, JwkSet, KeyUse};
+pub use jws::{JwsHeader, UnverifiedJws, VerifiedJws};
+pub use provider::{EncryptionProvider, SignOptions, SignPayload};
+pub use registry::ProviderRegistry;
