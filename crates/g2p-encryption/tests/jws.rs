@@ -1,5 +1,10 @@
 //! The JWS codec against tokens written by the independent signer in `g2p-testkit`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 use g2p_encryption::cert::CertificateInfo;
 use g2p_encryption::jws::{UnverifiedJws, VerificationKeys};

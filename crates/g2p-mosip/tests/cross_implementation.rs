@@ -1,6 +1,11 @@
 //! `g2p-mosip` against the independent reading of spec section 4 in `g2p-testkit`: what one
 //! seals, the other opens, in every mode and size, and the layout is byte-exact.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, PrivateDecryptingKey};
 use g2p_encryption::cert::CertificateInfo;

@@ -1,7 +1,12 @@
 //! Wycheproof vectors where they fit the MOSIP primitives: AES-256-GCM with 96-, 128- and
 //! 256-bit IVs and 128-bit tags (the mode-A salt is the IV), and RSA-OAEP-2048 with SHA-256
 //! and MGF1-SHA-256 for the session-key unwrap.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, PrivateDecryptingKey};
 use g2p_mosip::cipher::{self, CipherParams};

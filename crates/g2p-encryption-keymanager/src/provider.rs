@@ -1,0 +1,520 @@
+//! [`KeymanagerProvider`]: the [`EncryptionProvider`] over a remote MOSIP Keymanager.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use g2p_encryption::cert::CertificateInfo;
+use g2p_encryption::jws::VerificationKeys;
+use g2p_encryption::{
+    EncryptionProvider, Error, Jwk, JwkSet, KeyUse, SignOptions, SignPayload, SignatureError,
+    UnverifiedJws, VerifiedJws, b64,
+};
+use g2p_mosip::cipher::{self, Sealer};
+use g2p_mosip::dto::{JwtSignRequest, JwtVerifyRequest};
+use time::OffsetDateTime;
+
+use crate::client::KeymanagerClient;
+use crate::config::{EncryptMode, KeymanagerConfig, VerifyMode};
+use crate::error::KeymanagerError;
+
+/// A certificate is dropped this long before its `notAfter`, so ciphertexts are never sealed
+/// for a key the Keymanager is about to replace.
+const CERTIFICATE_EXPIRY_MARGIN: Duration = Duration::from_secs(300);
+/// When the encryption certificate cannot be used locally, how long remote encryption is used
+/// before the certificate is looked at again.
+const UNUSABLE_CERTIFICATE_RETRY: Duration = Duration::from_secs(60);
+/// An unknown `kid` refetches the JWKS at most this often.
+const MIN_JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where encryption currently happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptionPath {
+    /// Sealed locally with the Keymanager's certificate (its canary decrypted remotely).
+    Local,
+    /// Sent to `/encrypt` (configured, or the canary failed, or the certificate is unusable).
+    Remote,
+}
+
+struct EncryptionKey {
+    /// `None`: use remote `/encrypt`.
+    sealer: Option<Sealer>,
+    until: Instant,
+}
+
+struct KeySets {
+    all: JwkSet,
+    sign: VerificationKeys,
+    sign_certificates: Vec<Vec<u8>>,
+    fetched: Instant,
+}
+
+/// Encrypts, decrypts, signs and verifies through a MOSIP Keymanager.
+///
+/// Cheap to share: hold it as `Arc<dyn EncryptionProvider>`.
+pub struct KeymanagerProvider {
+    client: KeymanagerClient,
+    encryption_key: RwLock<Option<Arc<EncryptionKey>>>,
+    encryption_key_fill: tokio::sync::Mutex<()>,
+    key_sets: RwLock<Option<Arc<KeySets>>>,
+    key_sets_fill: tokio::sync::Mutex<()>,
+    last_forced_refetch: std::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for KeymanagerProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeymanagerProvider")
+            .field("config", self.client.config())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
+    lock.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
+    *lock.write().unwrap_or_else(|p| p.into_inner()) = value;
+}
+
+fn invalid_response(client: &KeymanagerClient, endpoint: &str, reason: String) -> Error {
+    KeymanagerError::InvalidResponse {
+        url: format!(
+            "{}/{endpoint}",
+            client
+                .config()
+                .api_base_url()
+                .as_str()
+                .trim_end_matches('/')
+        ),
+        reason,
+    }
+    .into()
+}
+
+impl KeymanagerProvider {
+    /// A provider over the configured Keymanager. Nothing is fetched until first use.
+    ///
+    /// # Errors
+    /// [`Error::Provider`] with a configuration error when the HTTP client cannot be built.
+    pub fn new(config: KeymanagerConfig) -> Result<Self, Error> {
+        if config.verify_mode == VerifyMode::Remote {
+            tracing::info!(
+                target: "g2p_keymanager::provider",
+                "verify_mode = remote: signatures are checked by the Keymanager's /jwtVerify; certificates carried in tokens are still matched against the Keymanager's own"
+            );
+        }
+        Ok(KeymanagerProvider {
+            client: KeymanagerClient::new(config)?,
+            encryption_key: RwLock::new(None),
+            encryption_key_fill: tokio::sync::Mutex::new(()),
+            key_sets: RwLock::new(None),
+            key_sets_fill: tokio::sync::Mutex::new(()),
+            last_forced_refetch: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The underlying REST client (for token inspection and direct endpoint calls).
+    pub fn client(&self) -> &KeymanagerClient {
+        &self.client
+    }
+
+    /// Where the next encryption will happen, fetching and checking the encryption
+    /// certificate if needed.
+    ///
+    /// # Errors
+    /// As [`EncryptionProvider::encrypt`].
+    pub async fn encryption_path(&self) -> Result<EncryptionPath, Error> {
+        if self.client.config().encrypt_mode() == EncryptMode::Remote {
+            return Ok(EncryptionPath::Remote);
+        }
+        Ok(match self.current_encryption_key().await?.sealer {
+            Some(_) => EncryptionPath::Local,
+            None => EncryptionPath::Remote,
+        })
+    }
+
+    async fn current_encryption_key(&self) -> Result<Arc<EncryptionKey>, Error> {
+        let fresh = |k: &Arc<EncryptionKey>| Instant::now() < k.until;
+        if let Some(key) = read(&self.encryption_key).filter(fresh) {
+            return Ok(key);
+        }
+        let _filling = self.encryption_key_fill.lock().await;
+        if let Some(key) = read(&self.encryption_key).filter(fresh) {
+            return Ok(key);
+        }
+        let key = Arc::new(self.load_encryption_key().await?);
+        write(&self.encryption_key, Some(key.clone()));
+        Ok(key)
+    }
+
+    /// Fetches the current encryption certificate and checks, once, that the Keymanager
+    /// decrypts what is sealed with it.
+    async fn load_encryption_key(&self) -> Result<EncryptionKey, Error> {
+        let config = self.client.config();
+        let (app, reference) = config.encrypt_ids();
+        let remote_for_a_while = || EncryptionKey {
+            sealer: None,
+            until: Instant::now() + UNUSABLE_CERTIFICATE_RETRY,
+        };
+        let response = self.client.get_certificate(app, reference).await?;
+        let pem = response
+            .certificate
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| {
+                invalid_response(
+                    &self.client,
+                    "getCertificate",
+                    "no certificate in the answer".into(),
+                )
+            })?;
+        let certificate = CertificateInfo::from_pem(&pem).map_err(|e| {
+            invalid_response(&self.client, "getCertificate", format!("certificate: {e}"))
+        })?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let usable_for = certificate.not_after() - now - CERTIFICATE_EXPIRY_MARGIN.as_secs() as i64;
+        if usable_for <= 0 || certificate.not_before() > now {
+            tracing::warn!(
+                target: "g2p_keymanager::provider",
+                app, reference,
+                "the Keymanager's encryption certificate is outside its validity period; encrypting remotely"
+            );
+            return Ok(remote_for_a_while());
+        }
+        let sealer = Sealer::new(&certificate).map_err(|e| {
+            invalid_response(&self.client, "getCertificate", format!("certificate: {e}"))
+        })?;
+        let until = Instant::now()
+            + config
+                .certificate_ttl
+                .min(Duration::from_secs(usable_for as u64));
+        let probe = format!(
+            "g2p-keymanager canary {}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
+        let sealed = sealer
+            .seal(config.cipher_params(), probe.as_bytes())
+            .map_err(|e| Error::Configuration(format!("local sealing: {e}")))?;
+        let thumbprint = hex_upper(sealer.thumbprint());
+        match self.client.decrypt(b64::encode_b64u(&sealed)).await {
+            Ok(data) if b64::decode_lenient(&data).ok().as_deref() == Some(probe.as_bytes()) => {
+                tracing::info!(
+                    target: "g2p_keymanager::provider",
+                    app, reference, thumbprint = %thumbprint,
+                    "encryption certificate checked by a remote decrypt; sealing locally"
+                );
+                Ok(EncryptionKey {
+                    sealer: Some(sealer),
+                    until,
+                })
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    target: "g2p_keymanager::provider",
+                    app, reference, thumbprint = %thumbprint,
+                    "the Keymanager decrypted the canary to different bytes; falling back to remote /encrypt"
+                );
+                Ok(EncryptionKey {
+                    sealer: None,
+                    until,
+                })
+            }
+            Err(
+                e @ (KeymanagerError::Keymanager { .. }
+                | KeymanagerError::HttpStatus { status: 403, .. }),
+            ) => {
+                tracing::warn!(
+                    target: "g2p_keymanager::provider",
+                    app, reference, thumbprint = %thumbprint, error = %e,
+                    "data sealed with the Keymanager's certificate did not decrypt; falling back to remote /encrypt"
+                );
+                Ok(EncryptionKey {
+                    sealer: None,
+                    until,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn remote_encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        let data = self.client.encrypt(b64::encode_b64u(plaintext)).await?;
+        let ciphertext = b64::decode_lenient(&data).map_err(|e| {
+            invalid_response(&self.client, "encrypt", format!("data is not base64: {e}"))
+        })?;
+        cipher::parse(&ciphertext).map_err(|e| {
+            invalid_response(
+                &self.client,
+                "encrypt",
+                format!("not a MOSIP ciphertext: {e}"),
+            )
+        })?;
+        Ok(ciphertext)
+    }
+
+    async fn key_sets(&self) -> Result<Arc<KeySets>, Error> {
+        let ttl = self.client.config().jwks_ttl;
+        let usable = |k: &Arc<KeySets>| k.fetched.elapsed() < ttl;
+        if let Some(sets) = read(&self.key_sets).filter(usable) {
+            return Ok(sets);
+        }
+        let _filling = self.key_sets_fill.lock().await;
+        if let Some(sets) = read(&self.key_sets).filter(usable) {
+            return Ok(sets);
+        }
+        let sets = Arc::new(self.load_key_sets().await?);
+        write(&self.key_sets, Some(sets.clone()));
+        Ok(sets)
+    }
+
+    /// Fetches the key sets again before their TTL (a token names a key the cached set does
+    /// not know), at most once per [`MIN_JWKS_REFETCH_INTERVAL`] so that tokens with made-up
+    /// key ids cannot make us hammer the Keymanager. `None` when refused by that limit.
+    async fn refetch_key_sets(&self) -> Result<Option<Arc<KeySets>>, Error> {
+        let _filling = self.key_sets_fill.lock().await;
+        {
+            let mut last = self
+                .last_forced_refetch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < MIN_JWKS_REFETCH_INTERVAL) {
+                return Ok(None);
+            }
+            *last = Some(Instant::now());
+        }
+        let sets = Arc::new(self.load_key_sets().await?);
+        write(&self.key_sets, Some(sets.clone()));
+        Ok(Some(sets))
+    }
+
+    async fn keys_of(&self, app: &str, reference: &str, key_use: KeyUse) -> Result<JwkSet, Error> {
+        let response = self.client.get_all_certificates(app, reference).await?;
+        let mut set = JwkSet::default();
+        for entry in response.all_certificates {
+            match CertificateInfo::from_pem(&entry.certificate_data) {
+                Ok(cert) => set.keys.push(Jwk::from_certificate(
+                    &cert,
+                    Some(entry.key_id).filter(|k| !k.is_empty()),
+                    key_use,
+                )),
+                Err(e) => tracing::warn!(
+                    target: "g2p_keymanager::provider",
+                    app, reference, key_id = %entry.key_id, error = %e,
+                    "skipping a certificate of getAllCertificates that does not parse"
+                ),
+            }
+        }
+        Ok(set)
+    }
+
+    async fn load_key_sets(&self) -> Result<KeySets, Error> {
+        let config = self.client.config();
+        let (enc_app, enc_ref) = config.encrypt_ids();
+        let (sig_app, sig_ref) = config.sign_ids();
+        let sign = self.keys_of(sig_app, sig_ref, KeyUse::Sig).await?;
+        let mut all = self.keys_of(enc_app, enc_ref, KeyUse::Enc).await?;
+        let verification = VerificationKeys::from_jwks(&sign)
+            .map_err(|e| invalid_response(&self.client, "getAllCertificates", e.to_string()))?;
+        let sign_certificates = sign
+            .keys
+            .iter()
+            .filter_map(|k| k.certificate_der().ok().flatten())
+            .collect();
+        all.extend(sign);
+        Ok(KeySets {
+            all,
+            sign: verification,
+            sign_certificates,
+            fetched: Instant::now(),
+        })
+    }
+
+    async fn verify_locally(&self, token: &UnverifiedJws) -> Result<VerifiedJws, Error> {
+        let sets = self.key_sets().await?;
+        match token.verify_with(&sets.sign) {
+            Err(
+                e @ Error::InvalidSignature(
+                    SignatureError::UnknownKey(_) | SignatureError::UntrustedCertificate,
+                ),
+            ) => {
+                // Perhaps the Keymanager rotated its key since the set was fetched: look once.
+                match self.refetch_key_sets().await? {
+                    Some(sets) => token.verify_with(&sets.sign),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn verify_remotely(
+        &self,
+        compact: &str,
+        token: UnverifiedJws,
+        detached_payload: Option<&[u8]>,
+    ) -> Result<VerifiedJws, Error> {
+        // /jwtVerify trusts a certificate carried in the token (spec 5.3): only accept
+        // certificates that are the Keymanager's own.
+        if let Some(chain) = &token.header().x5c {
+            let der = chain
+                .first()
+                .and_then(|c| b64::decode_lenient(c).ok())
+                .ok_or(Error::InvalidSignature(
+                    SignatureError::UntrustedCertificate,
+                ))?;
+            let known = |sets: &KeySets| sets.sign_certificates.contains(&der);
+            if !known(&*self.key_sets().await?)
+                && !self
+                    .refetch_key_sets()
+                    .await?
+                    .is_some_and(|sets| known(&sets))
+            {
+                return Err(Error::InvalidSignature(
+                    SignatureError::UntrustedCertificate,
+                ));
+            }
+        }
+        let (app, reference) = self.client.config().sign_ids();
+        let request = JwtVerifyRequest {
+            jwt_signature_data: compact.to_string(),
+            actual_data: detached_payload.map(b64::encode_b64u),
+            application_id: app.into(),
+            reference_id: reference.into(),
+            certificate_data: None,
+            validate_trust: false,
+            domain: None,
+        };
+        let verdict = self.client.jwt_verify(&request).await?;
+        if !verdict.signature_valid {
+            return Err(Error::InvalidSignature(SignatureError::RemoteVerdict(
+                if verdict.message.is_empty() {
+                    "Validation Failed".into()
+                } else {
+                    verdict.message
+                },
+            )));
+        }
+        token.accept_remote_verdict()
+    }
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+#[async_trait]
+impl EncryptionProvider for KeymanagerProvider {
+    fn kind(&self) -> &'static str {
+        "keymanager"
+    }
+
+    async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        if plaintext.is_empty() {
+            return Err(Error::invalid_input(
+                "plaintext is empty (the Keymanager refuses to encrypt nothing)",
+            ));
+        }
+        if self.client.config().encrypt_mode() == EncryptMode::Remote {
+            return self.remote_encrypt(plaintext).await;
+        }
+        let key = self.current_encryption_key().await?;
+        match &key.sealer {
+            Some(sealer) => sealer
+                .seal(self.client.config().cipher_params(), plaintext)
+                .map_err(|e| Error::Configuration(format!("local sealing: {e}"))),
+            None => self.remote_encrypt(plaintext).await,
+        }
+    }
+
+    async fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>, Error> {
+        // Refuse locally what the Keymanager would answer with a 500 (spec Q3).
+        let parsed = cipher::parse(ciphertext)
+            .map_err(|e| Error::invalid_input(format!("ciphertext: {e}")))?;
+        if parsed.thumbprint.is_none() {
+            tracing::debug!(target: "g2p_keymanager::provider", "ciphertext without thumbprint (legacy layout)");
+        }
+        let data = self.client.decrypt(b64::encode_b64u(ciphertext)).await?;
+        b64::decode_lenient(&data).map_err(|e| {
+            invalid_response(&self.client, "decrypt", format!("data is not base64: {e}"))
+        })
+    }
+
+    async fn jwt_sign(
+        &self,
+        payload: &SignPayload,
+        options: &SignOptions,
+    ) -> Result<String, Error> {
+        let bytes = payload.to_bytes();
+        if bytes.is_empty() {
+            return Err(Error::invalid_input("payload to sign is empty"));
+        }
+        let (app, reference) = self.client.config().sign_ids();
+        let mut request = JwtSignRequest {
+            data_to_sign: b64::encode_b64u(&bytes),
+            application_id: app.into(),
+            reference_id: reference.into(),
+            include_payload: options.include_payload,
+            include_certificate: options.include_certificate,
+            include_cert_hash: options.include_cert_hash,
+            certificate_url: options
+                .certificate_url
+                .clone()
+                .filter(|u| !u.trim().is_empty()),
+            ..JwtSignRequest::default()
+        };
+        let (endpoint, token) = if payload.is_json() {
+            ("jwtSign", self.client.jwt_sign(&request).await?)
+        } else {
+            // Any bytes: /jwsSign with a standard (base64url) payload and RS256, and
+            // `validateJson` always sent (spec Q14).
+            request.validate_json = Some(false);
+            request.b64_jws_header_param = Some(true);
+            request.sign_algorithm = Some("RS256".into());
+            ("jwsSign", self.client.jws_sign(&request).await?)
+        };
+        let parsed = UnverifiedJws::parse(&token).map_err(|e| {
+            invalid_response(&self.client, endpoint, format!("not a compact JWS: {e}"))
+        })?;
+        if parsed.is_detached() == options.include_payload {
+            return Err(invalid_response(
+                &self.client,
+                endpoint,
+                format!(
+                    "asked for {} payload, got the other",
+                    if options.include_payload {
+                        "an attached"
+                    } else {
+                        "a detached"
+                    }
+                ),
+            ));
+        }
+        Ok(token)
+    }
+
+    async fn jwt_verify(
+        &self,
+        jws: &str,
+        detached_payload: Option<&[u8]>,
+    ) -> Result<VerifiedJws, Error> {
+        let compact = jws.trim();
+        let mut token = UnverifiedJws::parse(compact)?;
+        let detached = token.is_detached();
+        if let Some(payload) = detached_payload {
+            token.attach_payload(payload)?;
+        } else if token.is_detached() {
+            return Err(Error::InvalidSignature(SignatureError::MissingPayload));
+        }
+        match self.client.config().verify_mode() {
+            VerifyMode::Local => self.verify_locally(&token).await,
+            VerifyMode::Remote => {
+                let actual = detached_payload.filter(|_| detached);
+                self.verify_remotely(compact, token, actual).await
+            }
+        }
+    }
+
+    async fn jwks(&self) -> Result<JwkSet, Error> {
+        Ok(self.key_sets().await?.all.clone())
+    }
+}

@@ -1,0 +1,372 @@
+//! OAuth2 client-credentials tokens (spec section 7).
+//!
+//! The token is cached until `expiry - skew` (UTC); under concurrency exactly one task
+//! fetches while the others wait for its result; a 401 from the Keymanager invalidates the
+//! token that was refused (and only that one).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use g2p_encryption::b64;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::error::{KeymanagerError, transport_error};
+
+/// Lifetime assumed for a token that states none (no `expires_in`, no JWT `exp`).
+const FALLBACK_LIFETIME: Duration = Duration::from_secs(60);
+
+/// An access token. `Debug` shows its expiry and subject, never the token.
+#[derive(Clone)]
+pub struct AccessToken {
+    value: SecretString,
+    expires_at: OffsetDateTime,
+    refresh_at: OffsetDateTime,
+    subject: Option<String>,
+    scope: Option<String>,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("value", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessToken {
+    /// The bearer value. Send it, never log it.
+    pub fn secret(&self) -> &str {
+        self.value.expose_secret()
+    }
+
+    /// When the auth server says the token expires (UTC).
+    pub fn expires_at(&self) -> OffsetDateTime {
+        self.expires_at
+    }
+
+    /// The `preferred_username`, `sub` or `azp` claim, when the token is a readable JWT.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// The granted scope, when the token endpoint states it.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    fn is_fresh(&self, now: OffsetDateTime) -> bool {
+        now < self.refresh_at
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Claims {
+    exp: Option<f64>,
+    preferred_username: Option<String>,
+    sub: Option<String>,
+    azp: Option<String>,
+}
+
+/// Reads the claims of a JWT without verifying it (the Keymanager verifies; we only need the
+/// expiry and a name to show).
+fn unverified_claims(token: &str) -> Claims {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(body), Some(_)) => b64::decode_lenient(body)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default(),
+        _ => Claims::default(),
+    }
+}
+
+fn expires_in_seconds(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Fetches and caches client-credentials tokens.
+pub struct TokenManager {
+    http: reqwest::Client,
+    url: Url,
+    client_id: String,
+    client_secret: SecretString,
+    grant_type: String,
+    skew: Duration,
+    timeout: Duration,
+    current: RwLock<Option<Arc<AccessToken>>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("url", &self.url.as_str())
+            .field("client_id", &self.client_id)
+            .field("grant_type", &self.grant_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenManager {
+    /// A manager for one client at one token endpoint.
+    pub fn new(
+        http: reqwest::Client,
+        url: Url,
+        client_id: String,
+        client_secret: SecretString,
+        grant_type: String,
+        skew: Duration,
+        timeout: Duration,
+    ) -> Self {
+        TokenManager {
+            http,
+            url,
+            client_id,
+            client_secret,
+            grant_type,
+            skew,
+            timeout,
+            current: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self) -> Option<Arc<AccessToken>> {
+        let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_ref()
+            .filter(|t| t.is_fresh(OffsetDateTime::now_utc()))
+            .cloned()
+    }
+
+    /// A valid token: the cached one, or a new one (one fetch at a time).
+    ///
+    /// # Errors
+    /// [`KeymanagerError::Auth`] when the token endpoint refuses the client; transport,
+    /// timeout and invalid-response errors otherwise.
+    pub async fn token(&self) -> Result<Arc<AccessToken>, KeymanagerError> {
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
+        let _refreshing = self.refresh.lock().await;
+        // Another task may have fetched while this one waited.
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
+        let token = Arc::new(self.fetch().await?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Forgets `refused` if it is still the cached token, so the next call fetches anew. A
+    /// token refreshed meanwhile by another task is kept.
+    pub fn invalidate(&self, refused: &AccessToken) {
+        let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if guard
+            .as_ref()
+            .is_some_and(|t| t.secret() == refused.secret())
+        {
+            *guard = None;
+        }
+    }
+
+    /// Asks the token endpoint for a new token (no caching).
+    ///
+    /// # Errors
+    /// As [`TokenManager::token`].
+    pub async fn fetch(&self) -> Result<AccessToken, KeymanagerError> {
+        let url = self.url.as_str();
+        let form = [
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose_secret()),
+            ("grant_type", self.grant_type.as_str()),
+        ];
+        let started = std::time::Instant::now();
+        let response = self
+            .http
+            .post(self.url.clone())
+            .form(&form)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(url, &e, self.timeout))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(url, &e, self.timeout))?;
+        tracing::debug!(target: "g2p_keymanager::token", url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "token request");
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<OAuthError>(&body) {
+                Ok(e) => KeymanagerError::Auth {
+                    url: url.into(),
+                    error: e.error,
+                    description: e.error_description,
+                },
+                Err(_) => KeymanagerError::HttpStatus {
+                    url: url.into(),
+                    status: status.as_u16(),
+                    code: None,
+                },
+            });
+        }
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| KeymanagerError::InvalidResponse {
+                url: url.into(),
+                reason: format!("token response is not JSON: {e}"),
+            })?;
+        let value = parsed
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| KeymanagerError::InvalidResponse {
+                url: url.into(),
+                reason: "token response has no access_token".into(),
+            })?;
+        Ok(self.describe(value, parsed.expires_in.as_ref(), parsed.scope))
+    }
+
+    fn describe(
+        &self,
+        value: String,
+        expires_in: Option<&serde_json::Value>,
+        scope: Option<String>,
+    ) -> AccessToken {
+        let now = OffsetDateTime::now_utc();
+        let claims = unverified_claims(&value);
+        let expires_at = expires_in
+            .and_then(expires_in_seconds)
+            .map(|s| now + time::Duration::seconds(s))
+            .or_else(|| {
+                claims
+                    .exp
+                    .and_then(|exp| OffsetDateTime::from_unix_timestamp(exp as i64).ok())
+            })
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    target: "g2p_keymanager::token",
+                    "token states no expiry (no expires_in, no exp claim); reusing it for {} s",
+                    FALLBACK_LIFETIME.as_secs()
+                );
+                now + FALLBACK_LIFETIME
+            });
+        // Refresh `skew` before expiry, but never spend more than half a short lifetime on
+        // the margin, so a 20-second token is still reused.
+        let lifetime = (expires_at - now).max(time::Duration::ZERO);
+        let skew = time::Duration::try_from(self.skew)
+            .unwrap_or(time::Duration::ZERO)
+            .min(lifetime / 2);
+        AccessToken {
+            value: SecretString::from(value),
+            expires_at,
+            refresh_at: expires_at - skew,
+            subject: claims.preferred_username.or(claims.sub).or(claims.azp),
+            scope,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager(skew: u64) -> TokenManager {
+        TokenManager::new(
+            reqwest::Client::new(),
+            Url::parse("http://127.0.0.1:9/token").unwrap(),
+            "c".into(),
+            SecretString::from("s".to_string()),
+            "client_credentials".into(),
+            Duration::from_secs(skew),
+            Duration::from_secs(1),
+        )
+    }
+
+    fn jwt(claims: serde_json::Value) -> String {
+        format!(
+            "{}.{}.c2ln",
+            b64::encode_b64u(br#"{"alg":"RS256"}"#),
+            b64::encode_b64u(claims.to_string().as_bytes())
+        )
+    }
+
+    #[test]
+    fn expiry_from_expires_in_then_exp() {
+        let m = manager(30);
+        let now = OffsetDateTime::now_utc();
+        let exp = now.unix_timestamp() + 1000;
+        let t = m.describe(
+            jwt(serde_json::json!({"exp": exp, "preferred_username": "service-account-c"})),
+            Some(&serde_json::json!(300)),
+            None,
+        );
+        assert!(
+            (t.expires_at() - now - time::Duration::seconds(300)).abs()
+                < time::Duration::seconds(2)
+        );
+        assert_eq!(t.subject(), Some("service-account-c"));
+        let t = m.describe(jwt(serde_json::json!({"exp": exp, "sub": "x"})), None, None);
+        assert_eq!(t.expires_at().unix_timestamp(), exp);
+        assert!(t.is_fresh(now));
+        assert!(!t.is_fresh(OffsetDateTime::from_unix_timestamp(exp - 29).unwrap()));
+        // "expires_in" as a string is accepted too.
+        let t = m.describe("opaque".into(), Some(&serde_json::json!("120")), None);
+        assert!(t.expires_at() > now + time::Duration::seconds(100));
+        assert_eq!(t.subject(), None);
+    }
+
+    #[test]
+    fn short_lifetimes_keep_half_of_it() {
+        let m = manager(30);
+        let now = OffsetDateTime::now_utc();
+        let t = m.describe("opaque".into(), Some(&serde_json::json!(20)), None);
+        assert!(t.is_fresh(now + time::Duration::seconds(5)));
+        assert!(!t.is_fresh(now + time::Duration::seconds(11)));
+        let expired = m.describe(
+            jwt(serde_json::json!({"exp": now.unix_timestamp() - 5})),
+            None,
+            None,
+        );
+        assert!(!expired.is_fresh(now));
+    }
+
+    #[test]
+    fn debug_and_invalidate() {
+        let m = manager(30);
+        let t = Arc::new(m.describe("tok-123-secret".into(), Some(&serde_json::json!(300)), None));
+        assert!(!format!("{t:?}").contains("tok-123"));
+        *m.current.write().unwrap() = Some(t.clone());
+        let other = m.describe("another".into(), Some(&serde_json::json!(300)), None);
+        m.invalidate(&other);
+        assert!(
+            m.cached().is_some(),
+            "a different token must not evict the cached one"
+        );
+        m.invalidate(&t);
+        assert!(m.cached().is_none());
+    }
+}
