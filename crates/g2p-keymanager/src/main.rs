@@ -1,1 +1,102 @@
-fn main() {}
+//! `g2p-keymanager`: encrypt, decrypt, sign, verify and publish keys through a MOSIP
+//! Keymanager, from the command line.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod config;
+mod failure;
+mod io;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::FileConfig;
+use crate::failure::Failure;
+
+/// Encryption, decryption, JWS signing and verification through a MOSIP Keymanager, without
+/// the application ever holding private keys.
+///
+/// Exit codes: 0 success; 1 verification or decryption refused; 2 usage, configuration or
+/// malformed input; 3 the key manager or the auth server could not be reached or answered
+/// with an error.
+#[derive(Debug, Parser)]
+#[command(name = "g2p-keymanager", version)]
+struct Cli {
+    /// Configuration file (TOML, `[providers.NAME]` tables). `KEYMANAGER_*` variables
+    /// override it.
+    #[arg(
+        long,
+        global = true,
+        env = "G2P_KEYMANAGER_CONFIG",
+        value_name = "PATH"
+    )]
+    config: Option<PathBuf>,
+    /// Provider to use (default: `default_provider` of the file, or `default`).
+    #[arg(long, global = true, value_name = "NAME")]
+    provider: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Encrypt raw bytes; print the base64url ciphertext.
+    Encrypt(commands::InOut),
+    /// Decrypt a base64url ciphertext; print the raw plaintext.
+    Decrypt(commands::InOut),
+    /// Sign a JSON document (or text with --text); print the compact JWS.
+    Sign(commands::SignArgs),
+    /// Verify a compact JWS; print the verified payload.
+    Verify(commands::VerifyArgs),
+    /// Print the public keys as a JWK set.
+    Jwks,
+    /// Fetch an access token; print its subject and expiry.
+    Token(commands::TokenArgs),
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let file = match &cli.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let (name, provider) = file.build(cli.provider.as_deref(), |k| std::env::var(k).ok())?;
+    tracing::debug!(provider = %name, "provider selected");
+    match &cli.command {
+        Command::Encrypt(io) => commands::encrypt(&provider, io).await,
+        Command::Decrypt(io) => commands::decrypt(&provider, io).await,
+        Command::Sign(args) => commands::sign(&provider, args).await,
+        Command::Verify(args) => commands::verify(&provider, args).await,
+        Command::Jwks => commands::jwks(&provider).await,
+        Command::Token(args) => commands::token(&provider, args).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("G2P_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(failure::EXIT_UNAVAILABLE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.exit)
+        }
+    }
+}

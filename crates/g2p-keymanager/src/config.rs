@@ -1,0 +1,228 @@
+//! The configuration file (TOML) and its environment overrides.
+//!
+//! ```toml
+//! default_provider = "default"
+//!
+//! [providers.default]
+//! type = "keymanager"
+//! api_base_url = "https://keymanager.example.org/v1/keymanager"
+//! auth_url = "https://keycloak.example.org/realms/openg2p/protocol/openid-connect/token"
+//! auth_client_id = "openg2p-admin-client"
+//! auth_client_secret = "..."
+//! ```
+//!
+//! `KEYMANAGER_*` variables override the selected Keymanager provider's table. Without a file,
+//! a provider named `default` is built from those variables alone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use g2p_encryption::EncryptionProvider;
+use g2p_encryption_keymanager::{KeymanagerProvider, KeymanagerSettings};
+use serde::Deserialize;
+
+use crate::failure::Failure;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Provider used when `--provider` is not given (default: `default`, or the only one).
+    pub default_provider: Option<String>,
+    /// Named providers.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+/// One provider's table, selected by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ProviderSettings {
+    /// A remote MOSIP Keymanager.
+    Keymanager(KeymanagerSettings),
+}
+
+/// A provider ready to use.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// A remote MOSIP Keymanager.
+    Keymanager(Arc<KeymanagerProvider>),
+}
+
+impl Provider {
+    /// The provider behind the common trait.
+    pub fn as_dyn(&self) -> Arc<dyn EncryptionProvider> {
+        match self {
+            Provider::Keymanager(p) => p.clone(),
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, Failure> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::usage(format!("cannot read configuration {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            Failure::usage(format!(
+                "configuration {}: {}",
+                path.display(),
+                e.to_string().trim_end().replace('\n', " ")
+            ))
+        })
+    }
+
+    fn selected_name(&self, requested: Option<&str>) -> Result<String, Failure> {
+        if let Some(name) = requested.or(self.default_provider.as_deref()) {
+            return Ok(name.to_string());
+        }
+        if self.providers.contains_key("default") || self.providers.is_empty() {
+            return Ok("default".into());
+        }
+        let mut names = self.providers.keys();
+        match (names.next(), names.next()) {
+            (Some(only), None) => Ok(only.clone()),
+            _ => Err(Failure::usage(format!(
+                "several providers are configured ({}); choose one with --provider or default_provider",
+                self.providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Builds the provider called `requested` (or the default), applying the environment
+    /// through `env`.
+    pub fn build(
+        mut self,
+        requested: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(String, Provider), Failure> {
+        let name = self.selected_name(requested)?;
+        let settings = match self.providers.remove(&name) {
+            Some(settings) => settings,
+            None if name == "default"
+                && self.providers.is_empty()
+                && env("KEYMANAGER_API_BASE_URL").is_some() =>
+            {
+                ProviderSettings::Keymanager(KeymanagerSettings::default())
+            }
+            None if self.providers.is_empty() => {
+                return Err(Failure::usage(
+                    "no provider is configured: pass --config FILE (or set G2P_KEYMANAGER_CONFIG), or set KEYMANAGER_API_BASE_URL and the other KEYMANAGER_* variables",
+                ));
+            }
+            None => {
+                return Err(Failure::usage(format!(
+                    "no provider named {name:?} (configured: {})",
+                    self.providers
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        };
+        let provider = match settings {
+            ProviderSettings::Keymanager(mut settings) => {
+                settings
+                    .apply_env(env)
+                    .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?;
+                let config = settings
+                    .build()
+                    .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?;
+                Provider::Keymanager(Arc::new(
+                    KeymanagerProvider::new(config)
+                        .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?,
+                ))
+            }
+        };
+        Ok((name, provider))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    const TWO: &str = r#"
+default_provider = "b"
+[providers.a]
+type = "keymanager"
+api_base_url = "http://a/v1/keymanager"
+auth_url = "http://a/token"
+auth_client_id = "ca"
+auth_client_secret = "sa"
+[providers.b]
+type = "keymanager"
+api_base_url = "http://b/v1/keymanager"
+auth_url = "http://b/token"
+auth_client_id = "cb"
+auth_client_secret = "sb"
+encrypt_application_id = "RESIDENT"
+"#;
+
+    #[test]
+    fn selects_by_name_and_default() {
+        let (name, Provider::Keymanager(p)) = parse(TWO).build(None, |_| None).unwrap();
+        assert_eq!(name, "b");
+        assert_eq!(p.client().config().encrypt_ids().0, "RESIDENT");
+        let (name, Provider::Keymanager(p)) = parse(TWO).build(Some("a"), |_| None).unwrap();
+        assert_eq!(name, "a");
+        assert_eq!(p.client().config().client_id(), "ca");
+        let e = parse(TWO).build(Some("c"), |_| None).unwrap_err();
+        assert!(
+            e.message.contains("\"c\"") && e.message.contains("a, b"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.exit, 2);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let (_, Provider::Keymanager(p)) = parse(TWO)
+            .build(None, |k| {
+                (k == "KEYMANAGER_ENCRYPT_APPLICATION_ID").then(|| "OVERRIDE".to_string())
+            })
+            .unwrap();
+        assert_eq!(p.client().config().encrypt_ids().0, "OVERRIDE");
+    }
+
+    #[test]
+    fn environment_alone_builds_a_default_provider() {
+        let env = |k: &str| match k {
+            "KEYMANAGER_API_BASE_URL" => Some("http://km/v1/keymanager".to_string()),
+            "KEYMANAGER_AUTH_URL" => Some("http://kc/token".to_string()),
+            "KEYMANAGER_AUTH_CLIENT_ID" => Some("c".to_string()),
+            "KEYMANAGER_AUTH_CLIENT_SECRET" => Some("s".to_string()),
+            _ => None,
+        };
+        let (name, _) = FileConfig::default().build(None, env).unwrap();
+        assert_eq!(name, "default");
+        let e = FileConfig::default().build(None, |_| None).unwrap_err();
+        assert!(e.message.contains("no provider is configured"));
+    }
+
+    #[test]
+    fn bad_tables_name_the_problem() {
+        let e = toml::from_str::<FileConfig>("[providers.x]\ntype = \"hsm\"\n").unwrap_err();
+        assert!(e.to_string().contains("hsm"), "{e}");
+        let e = toml::from_str::<FileConfig>(
+            "[providers.x]\ntype = \"keymanager\"\napi_base = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("api_base"), "{e}");
+        let missing = parse("[providers.x]\ntype = \"keymanager\"\napi_base_url = \"http://k\"\n");
+        let e = missing.build(None, |_| None).unwrap_err();
+        assert!(e.message.contains("auth_url"), "{}", e.message);
+    }
+}
