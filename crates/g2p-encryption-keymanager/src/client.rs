@@ -335,3 +335,39 @@ fn envelope_error(url: &str, error: EnvelopeError) -> KeymanagerError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use g2p_encryption::ProviderError as _;
+    use g2p_mosip::ServiceError;
+
+    #[test]
+    fn envelope_errors_become_typed_errors() {
+        let url = "http://km/v1/keymanager/decrypt";
+        let e = envelope_error(
+            url,
+            EnvelopeError::Service(vec![ServiceError::new("KER-FSE-004", "Tag mismatch")]),
+        );
+        assert!(matches!(&e, KeymanagerError::Keymanager { code, .. } if code == "KER-FSE-004"));
+        assert_eq!(e.kind(), g2p_encryption::ErrorKind::Refused);
+        let e = envelope_error(url, EnvelopeError::Unauthorized(None));
+        assert_eq!(e.kind(), g2p_encryption::ErrorKind::Auth);
+        let e = envelope_error(
+            url,
+            EnvelopeError::Status {
+                status: 500,
+                error: Some(ServiceError::new("KER-KMS-500", "")),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("{url} answered HTTP 500 (KER-KMS-500)")
+        );
+        let e = envelope_error(url, EnvelopeError::Forbidden(None));
+        assert_eq!(e.kind(), g2p_encryption::ErrorKind::Auth);
+        let e = envelope_error(url, EnvelopeError::InvalidBody("not JSON".into()));
+        assert_eq!(e.kind(), g2p_encryption::ErrorKind::InvalidResponse);
+        assert!(e.to_string().contains("not JSON"));
+    }
+}
