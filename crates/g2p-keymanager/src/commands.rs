@@ -140,7 +140,11 @@ pub async fn jwks(provider: &Provider) -> Result<(), Failure> {
 
 /// `token`: fetches a token and shows its expiry and subject.
 pub async fn token(provider: &Provider, args: &TokenArgs) -> Result<(), Failure> {
-    let Provider::Keymanager(km) = provider;
+    let Provider::Keymanager(km) = provider else {
+        return Err(Failure::usage(
+            "token: the selected provider is the embedded key manager, which needs no token",
+        ));
+    };
     let token = km
         .client()
         .tokens()

@@ -12,14 +12,17 @@
 //! ```
 //!
 //! `KEYMANAGER_*` variables override the selected Keymanager provider's table. Without a file,
-//! a provider named `default` is built from those variables alone.
+//! a provider named `default` is built from those variables alone; without them either, the
+//! default is the embedded key manager (`type = "local"`) in `$G2P_DATA_DIR` or `./g2p-data`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use g2p_encryption::EncryptionProvider;
 use g2p_encryption_keymanager::{KeymanagerProvider, KeymanagerSettings};
+use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, StoreOptions};
+use g2p_mosip::cipher::CipherParams;
 use serde::Deserialize;
 
 use crate::failure::Failure;
@@ -41,6 +44,86 @@ pub struct FileConfig {
 pub enum ProviderSettings {
     /// A remote MOSIP Keymanager.
     Keymanager(KeymanagerSettings),
+    /// The embedded key manager, in process.
+    Local(LocalTable),
+}
+
+/// `type = "local"`: the embedded key manager over a data directory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalTable {
+    /// Data directory (default `$G2P_DATA_DIR`, else `./g2p-data`).
+    pub data_dir: Option<PathBuf>,
+    /// Encryption application (default `REGISTRATION`).
+    pub encrypt_application_id: Option<String>,
+    /// Encryption reference (default `ENCRYPT`).
+    pub encrypt_reference_id: Option<String>,
+    /// Signing application (default `ID_REPO`).
+    pub sign_application_id: Option<String>,
+    /// Signing reference (default `""`).
+    pub sign_reference_id: Option<String>,
+    /// base64url salt (GCM IV, 12/16/32 bytes).
+    pub encrypt_salt: Option<String>,
+    /// base64url aad.
+    pub encrypt_aad: Option<String>,
+}
+
+/// The data directory: the given one, else `$G2P_DATA_DIR`, else `./g2p-data`.
+pub fn data_dir(given: Option<PathBuf>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    given
+        .or_else(|| env("G2P_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("g2p-data"))
+}
+
+/// Opens the embedded key manager in `dir`.
+pub fn open_kms(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<Kms>, Failure> {
+    let kek = Kek::load(dir, env(g2p_kms::kek::KEK_ENV).as_deref())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    Kms::open(dir, kek, StoreOptions::default())
+        .map(Arc::new)
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+fn local_provider(
+    table: LocalTable,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LocalProvider, Failure> {
+    let decode = |name: &str, v: Option<String>| -> Result<Option<Vec<u8>>, Failure> {
+        v.filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                g2p_encryption::b64::decode_lenient(s.trim())
+                    .map_err(|e| Failure::usage(format!("{name} is not base64url: {e}")))
+            })
+            .transpose()
+    };
+    let salt = decode("encrypt_salt", table.encrypt_salt)?;
+    if let Some(s) = &salt
+        && ![12, 16, 32].contains(&s.len())
+    {
+        return Err(Failure::usage(format!(
+            "encrypt_salt decodes to {} bytes; a GCM IV of 12, 16 or 32 bytes is needed",
+            s.len()
+        )));
+    }
+    let aad = decode("encrypt_aad", table.encrypt_aad)?;
+    let defaults = LocalSettings::default();
+    let settings = LocalSettings {
+        encrypt_application_id: table
+            .encrypt_application_id
+            .unwrap_or(defaults.encrypt_application_id),
+        encrypt_reference_id: table
+            .encrypt_reference_id
+            .unwrap_or(defaults.encrypt_reference_id),
+        sign_application_id: table
+            .sign_application_id
+            .unwrap_or(defaults.sign_application_id),
+        sign_reference_id: table
+            .sign_reference_id
+            .unwrap_or(defaults.sign_reference_id),
+        cipher_params: CipherParams::new(salt, aad),
+    };
+    let dir = data_dir(table.data_dir, env);
+    Ok(LocalProvider::new(open_kms(&dir, env)?, settings))
 }
 
 /// A provider ready to use.
@@ -48,6 +131,8 @@ pub enum ProviderSettings {
 pub enum Provider {
     /// A remote MOSIP Keymanager.
     Keymanager(Arc<KeymanagerProvider>),
+    /// The embedded key manager.
+    Local(Arc<LocalProvider>),
 }
 
 impl Provider {
@@ -55,6 +140,7 @@ impl Provider {
     pub fn as_dyn(&self) -> Arc<dyn EncryptionProvider> {
         match self {
             Provider::Keymanager(p) => p.clone(),
+            Provider::Local(p) => p.clone(),
         }
     }
 }
@@ -102,6 +188,7 @@ impl FileConfig {
         requested: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<(String, Provider), Failure> {
+        let env = &env;
         let name = self.selected_name(requested)?;
         let settings = match self.providers.remove(&name) {
             Some(settings) => settings,
@@ -111,10 +198,14 @@ impl FileConfig {
             {
                 ProviderSettings::Keymanager(KeymanagerSettings::default())
             }
+            // Nothing configured: the embedded key manager is the default.
+            None if name == "default" && self.providers.is_empty() => {
+                ProviderSettings::Local(LocalTable::default())
+            }
             None if self.providers.is_empty() => {
-                return Err(Failure::usage(
-                    "no provider is configured: pass --config FILE (or set G2P_KEYMANAGER_CONFIG), or set KEYMANAGER_API_BASE_URL and the other KEYMANAGER_* variables",
-                ));
+                return Err(Failure::usage(format!(
+                    "no provider named {name:?}: none is configured (pass --config FILE, or set KEYMANAGER_API_BASE_URL and the other KEYMANAGER_* variables)"
+                )));
             }
             None => {
                 return Err(Failure::usage(format!(
@@ -139,6 +230,9 @@ impl FileConfig {
                     KeymanagerProvider::new(config)
                         .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?,
                 ))
+            }
+            ProviderSettings::Local(table) => {
+                Provider::Local(Arc::new(local_provider(table, env)?))
             }
         };
         Ok((name, provider))
@@ -172,10 +266,14 @@ encrypt_application_id = "RESIDENT"
 
     #[test]
     fn selects_by_name_and_default() {
-        let (name, Provider::Keymanager(p)) = parse(TWO).build(None, |_| None).unwrap();
+        let (name, Provider::Keymanager(p)) = parse(TWO).build(None, |_| None).unwrap() else {
+            panic!("not a keymanager provider")
+        };
         assert_eq!(name, "b");
         assert_eq!(p.client().config().encrypt_ids().0, "RESIDENT");
-        let (name, Provider::Keymanager(p)) = parse(TWO).build(Some("a"), |_| None).unwrap();
+        let (name, Provider::Keymanager(p)) = parse(TWO).build(Some("a"), |_| None).unwrap() else {
+            panic!("not a keymanager provider")
+        };
         assert_eq!(name, "a");
         assert_eq!(p.client().config().client_id(), "ca");
         let e = parse(TWO).build(Some("c"), |_| None).unwrap_err();
@@ -193,7 +291,10 @@ encrypt_application_id = "RESIDENT"
             .build(None, |k| {
                 (k == "KEYMANAGER_ENCRYPT_APPLICATION_ID").then(|| "OVERRIDE".to_string())
             })
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("not a keymanager provider")
+        };
         assert_eq!(p.client().config().encrypt_ids().0, "OVERRIDE");
     }
 
@@ -206,10 +307,22 @@ encrypt_application_id = "RESIDENT"
             "KEYMANAGER_AUTH_CLIENT_SECRET" => Some("s".to_string()),
             _ => None,
         };
-        let (name, _) = FileConfig::default().build(None, env).unwrap();
+        let (name, p) = FileConfig::default().build(None, env).unwrap();
         assert_eq!(name, "default");
-        let e = FileConfig::default().build(None, |_| None).unwrap_err();
-        assert!(e.message.contains("no provider is configured"));
+        assert!(matches!(p, Provider::Keymanager(_)));
+        // Nothing at all: the embedded key manager in G2P_DATA_DIR.
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let data_text = data.to_str().unwrap().to_string();
+        let (_, p) = FileConfig::default()
+            .build(None, |k| (k == "G2P_DATA_DIR").then(|| data_text.clone()))
+            .unwrap();
+        assert!(matches!(p, Provider::Local(_)));
+        assert!(data.join("keys.db").exists());
+        let e = FileConfig::default()
+            .build(Some("other"), |_| None)
+            .unwrap_err();
+        assert!(e.message.contains("none is configured"), "{}", e.message);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod failure;
 mod io;
+mod kms_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,9 +55,15 @@ enum Command {
     Jwks,
     /// Fetch an access token; print its subject and expiry.
     Token(commands::TokenArgs),
+    /// The embedded key manager: serve it, list and rotate its keys.
+    #[command(subcommand)]
+    Kms(kms_cmd::KmsCommand),
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Kms(command) = &cli.command {
+        return kms_cmd::run(command).await;
+    }
     let file = match &cli.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -70,6 +77,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify(args) => commands::verify(&provider, args).await,
         Command::Jwks => commands::jwks(&provider).await,
         Command::Token(args) => commands::token(&provider, args).await,
+        Command::Kms(_) => Ok(()),
     }
 }
 

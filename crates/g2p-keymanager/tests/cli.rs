@@ -52,6 +52,8 @@ async fn run(env: &[(&'static str, String)], args: &[&str], stdin: &[u8]) -> Run
             cmd.env_remove(var);
         }
         cmd.env_remove("G2P_KEYMANAGER_CONFIG");
+        cmd.env_remove("G2P_DATA_DIR");
+        cmd.env_remove("G2P_KMS_KEK");
         cmd.envs(env).args(&args);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -306,14 +308,10 @@ async fn jwks_and_token() {
 #[tokio::test]
 async fn configuration_and_reachability_errors_have_their_exit_codes() {
     let fake = FakeKeymanager::start().await;
-    // No configuration at all.
-    let r = run(&[], &["jwks"], b"").await;
+    // A provider name that is not configured.
+    let r = run(&[], &["--provider", "registry", "jwks"], b"").await;
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("no provider is configured"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("none is configured"), "{}", r.stderr);
 
     // Wrong secret: the auth server's error, exit 3, and no secret in the message.
     let mut env = env_for(&fake);

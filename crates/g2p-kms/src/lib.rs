@@ -1,0 +1,25 @@
+//! The embedded key manager of g2p-keymanager.
+//!
+//! * [`KeyStore`]: SQLite in a data directory; ROOT → master key per application → base keys
+//!   per application/reference (spec section 6), private keys wrapped under a key-encryption
+//!   key ([`Kek`]), lazy rotation, old keys kept for decryption;
+//! * [`Kms`]: the operations (encrypt, decrypt, jwtSign, jwtVerify, certificates);
+//! * [`LocalProvider`]: the `EncryptionProvider` over it, in process — the embedded default;
+//! * [`server`]: the MOSIP Keymanager REST API and a Keycloak-compatible token endpoint, so an
+//!   OpenG2P deployment (or `KeymanagerProvider`) can use it unchanged.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod kek;
+mod kms;
+mod local;
+pub mod policy;
+pub mod server;
+pub mod store;
+
+pub use error::KmsError;
+pub use kek::Kek;
+pub use kms::{Kms, SignAlgorithm, SignSpec};
+pub use local::{LocalProvider, LocalSettings};
+pub use policy::{KeyPolicy, Policies};
+pub use store::{KeyKind, KeyRecord, KeyStore, StoreOptions};

@@ -1,0 +1,211 @@
+//! [`LocalProvider`]: the [`EncryptionProvider`] over the embedded key manager, in process.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use g2p_encryption::jws::VerificationKeys;
+use g2p_encryption::{
+    EncryptionProvider, Error, Jwk, JwkSet, KeyUse, SignOptions, SignPayload, SignatureError,
+    UnverifiedJws, VerifiedJws,
+};
+use g2p_mosip::cipher::CipherParams;
+
+use crate::error::KmsError;
+use crate::kms::{Kms, SignAlgorithm, SignSpec};
+
+/// Which keys a [`LocalProvider`] uses; the same ids, salt and aad as a Keymanager provider.
+#[derive(Clone)]
+pub struct LocalSettings {
+    /// Encryption application (default `REGISTRATION`).
+    pub encrypt_application_id: String,
+    /// Encryption reference (default `ENCRYPT`).
+    pub encrypt_reference_id: String,
+    /// Signing application (default `ID_REPO`).
+    pub sign_application_id: String,
+    /// Signing reference (default `""`).
+    pub sign_reference_id: String,
+    /// Salt and aad.
+    pub cipher_params: CipherParams,
+}
+
+impl std::fmt::Debug for LocalSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSettings")
+            .field(
+                "encrypt",
+                &(&self.encrypt_application_id, &self.encrypt_reference_id),
+            )
+            .field(
+                "sign",
+                &(&self.sign_application_id, &self.sign_reference_id),
+            )
+            .field("cipher_params", &self.cipher_params)
+            .finish()
+    }
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            encrypt_application_id: "REGISTRATION".into(),
+            encrypt_reference_id: "ENCRYPT".into(),
+            sign_application_id: "ID_REPO".into(),
+            sign_reference_id: String::new(),
+            cipher_params: CipherParams::default(),
+        }
+    }
+}
+
+/// Encrypts, decrypts, signs and verifies with the embedded key manager, producing the same
+/// ciphertexts and tokens as a MOSIP Keymanager. RSA private-key operations run on tokio's
+/// blocking pool.
+#[derive(Debug, Clone)]
+pub struct LocalProvider {
+    kms: Arc<Kms>,
+    settings: Arc<LocalSettings>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KmsError> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(Error::from),
+        Err(e) => Err(KmsError::Internal(format!("key operation task: {e}")).into()),
+    }
+}
+
+impl LocalProvider {
+    /// A provider over `kms` with these key settings.
+    pub fn new(kms: Arc<Kms>, settings: LocalSettings) -> Self {
+        LocalProvider {
+            kms,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The key manager.
+    pub fn kms(&self) -> &Arc<Kms> {
+        &self.kms
+    }
+
+    fn jwk_set(kms: &Kms, app: &str, reference: &str, key_use: KeyUse) -> Result<JwkSet, KmsError> {
+        Ok(JwkSet {
+            keys: kms
+                .all_certificates(app, reference)?
+                .iter()
+                .map(|r| Jwk::from_certificate(&r.certificate, Some(r.key_id.clone()), key_use))
+                .collect(),
+        })
+    }
+}
+
+#[async_trait]
+impl EncryptionProvider for LocalProvider {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        if plaintext.is_empty() {
+            return Err(Error::invalid_input("plaintext is empty"));
+        }
+        let (kms, s, pt) = (self.kms.clone(), self.settings.clone(), plaintext.to_vec());
+        blocking(move || {
+            kms.encrypt(
+                &s.encrypt_application_id,
+                &s.encrypt_reference_id,
+                &s.cipher_params,
+                &pt,
+            )
+        })
+        .await
+    }
+
+    async fn decrypt(&self, ciphertext: &[u8]) -> Result<Vec<u8>, Error> {
+        g2p_mosip::cipher::parse(ciphertext)
+            .map_err(|e| Error::invalid_input(format!("ciphertext: {e}")))?;
+        let (kms, s, ct) = (self.kms.clone(), self.settings.clone(), ciphertext.to_vec());
+        blocking(move || {
+            kms.decrypt(
+                &s.encrypt_application_id,
+                &s.encrypt_reference_id,
+                &s.cipher_params,
+                &ct,
+            )
+        })
+        .await
+    }
+
+    async fn jwt_sign(
+        &self,
+        payload: &SignPayload,
+        options: &SignOptions,
+    ) -> Result<String, Error> {
+        let bytes = payload.to_bytes();
+        if bytes.is_empty() {
+            return Err(Error::invalid_input("payload to sign is empty"));
+        }
+        let (kms, s, options) = (self.kms.clone(), self.settings.clone(), options.clone());
+        blocking(move || {
+            kms.sign(&SignSpec {
+                application_id: &s.sign_application_id,
+                reference_id: &s.sign_reference_id,
+                payload: &bytes,
+                include_payload: options.include_payload,
+                include_certificate: options.include_certificate,
+                include_cert_hash: options.include_cert_hash,
+                certificate_url: options.certificate_url.as_deref(),
+                algorithm: SignAlgorithm::Rs256,
+                b64: true,
+            })
+        })
+        .await
+    }
+
+    async fn jwt_verify(
+        &self,
+        jws: &str,
+        detached_payload: Option<&[u8]>,
+    ) -> Result<VerifiedJws, Error> {
+        let mut token = UnverifiedJws::parse(jws.trim())?;
+        if let Some(payload) = detached_payload {
+            token.attach_payload(payload)?;
+        } else if token.is_detached() {
+            return Err(Error::InvalidSignature(SignatureError::MissingPayload));
+        }
+        let (kms, s) = (self.kms.clone(), self.settings.clone());
+        let set = blocking(move || {
+            Self::jwk_set(
+                &kms,
+                &s.sign_application_id,
+                &s.sign_reference_id,
+                KeyUse::Sig,
+            )
+        })
+        .await?;
+        token.verify_with(&VerificationKeys::from_jwks(&set)?)
+    }
+
+    async fn jwks(&self) -> Result<JwkSet, Error> {
+        let (kms, s) = (self.kms.clone(), self.settings.clone());
+        blocking(move || {
+            // Make sure both keys exist, so a fresh store publishes them.
+            kms.certificate(&s.encrypt_application_id, &s.encrypt_reference_id)?;
+            kms.certificate(&s.sign_application_id, &s.sign_reference_id)?;
+            let mut set = Self::jwk_set(
+                &kms,
+                &s.encrypt_application_id,
+                &s.encrypt_reference_id,
+                KeyUse::Enc,
+            )?;
+            set.extend(Self::jwk_set(
+                &kms,
+                &s.sign_application_id,
+                &s.sign_reference_id,
+                KeyUse::Sig,
+            )?);
+            Ok(set)
+        })
+        .await
+    }
+}

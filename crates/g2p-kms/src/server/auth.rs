@@ -1,0 +1,419 @@
+//! The Keycloak-compatible token endpoint (spec section 7) and token validation as the MOSIP
+//! auth adapter does it (section 2): RS256 JWTs, cookie `Authorization` (or Bearer), roles
+//! from `realm_access.roles`.
+
+use std::collections::HashMap;
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
+use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
+use g2p_encryption::jws::VerificationKeys;
+use g2p_encryption::{Jwk, JwkSet, JwsHeader, KeyUse, UnverifiedJws, b64};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::error::KmsError;
+
+/// Roles that may call the crypto and certificate endpoints (MOSIP's defaults plus ours).
+pub const CRYPTO_ROLES: &[&str] = &[
+    "ZONAL_ADMIN",
+    "GLOBAL_ADMIN",
+    "INDIVIDUAL",
+    "ID_AUTHENTICATION",
+    "TEST",
+    "REGISTRATION_ADMIN",
+    "REGISTRATION_SUPERVISOR",
+    "REGISTRATION_OFFICER",
+    "REGISTRATION_PROCESSOR",
+    "PRE_REGISTRATION_ADMIN",
+    "RESIDENT",
+    "CREDENTIAL_ISSUANCE",
+    "KEY_MAKER",
+];
+/// Roles that may generate, revoke and upload keys.
+pub const ADMIN_ROLES: &[&str] = &["KEY_MAKER", "GLOBAL_ADMIN"];
+/// Roles given to a client configured without explicit roles.
+pub const DEFAULT_CLIENT_ROLES: &[&str] = &["REGISTRATION_ADMIN", "KEY_MAKER"];
+
+/// A client allowed to obtain tokens.
+#[derive(Clone)]
+pub struct Client {
+    /// Client id.
+    pub id: String,
+    secret: String,
+    /// Realm roles put in its tokens.
+    pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("secret", &"[redacted]")
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client with these roles.
+    pub fn new(id: &str, secret: &str, roles: Vec<String>) -> Self {
+        Client {
+            id: id.into(),
+            secret: secret.into(),
+            roles,
+        }
+    }
+
+    /// Parses `ID:SECRET` or `ID:SECRET:ROLE,ROLE`.
+    ///
+    /// # Errors
+    /// A message naming the expected form.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut parts = spec.splitn(3, ':');
+        let (Some(id), Some(secret)) = (parts.next(), parts.next()) else {
+            return Err("a client is given as ID:SECRET or ID:SECRET:ROLE,ROLE".into());
+        };
+        if id.is_empty() || secret.is_empty() {
+            return Err("a client is given as ID:SECRET (both non-empty)".into());
+        }
+        let roles = match parts.next() {
+            Some(r) if !r.trim().is_empty() => r.split(',').map(|s| s.trim().to_string()).collect(),
+            _ => DEFAULT_CLIENT_ROLES.iter().map(|s| s.to_string()).collect(),
+        };
+        Ok(Client::new(id, secret, roles))
+    }
+
+    fn secret_matches(&self, given: &str) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(self.secret.as_bytes(), given.as_bytes())
+            .is_ok()
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No token, or invalid, or expired: 401.
+    Unauthenticated(&'static str),
+    /// Valid token without the role: 403.
+    Forbidden,
+}
+
+/// The identity behind a valid token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `azp`.
+    pub client_id: String,
+    /// `realm_access.roles`.
+    pub roles: Vec<String>,
+}
+
+/// A realm: its signing key, issuer and clients.
+pub struct Realm {
+    name: String,
+    issuer: String,
+    key: RsaKeyPair,
+    kid: String,
+    keys: JwkSet,
+    verification: VerificationKeys,
+    clients: HashMap<String, Client>,
+    token_lifetime: i64,
+}
+
+impl std::fmt::Debug for Realm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realm")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("clients", &self.clients.values().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An RFC 6749 error answer: (HTTP status, `error`, `error_description`).
+pub type OAuthError = (u16, &'static str, String);
+
+impl Realm {
+    /// A realm with a fresh RS256 signing key (tokens of a previous run are not accepted).
+    ///
+    /// # Errors
+    /// Key generation failure.
+    pub fn new(
+        name: &str,
+        issuer_base: &str,
+        clients: Vec<Client>,
+        token_lifetime: i64,
+    ) -> Result<Self, KmsError> {
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)
+            .map_err(|_| KmsError::Internal("realm key generation".into()))?;
+        let pkcs8 = AsDer::<Pkcs8V1Der>::as_der(&private)
+            .map_err(|_| KmsError::Internal("realm key encoding".into()))?;
+        let key = RsaKeyPair::from_pkcs8(pkcs8.as_ref())
+            .map_err(|_| KmsError::Internal("realm key".into()))?;
+        let public = key.public_key();
+        let (n, e) = rsa_components(public.as_ref())
+            .ok_or_else(|| KmsError::Internal("realm public key".into()))?;
+        let kid = b64::encode_b64u(
+            &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public.as_ref()).as_ref()[..16],
+        );
+        let jwk = Jwk {
+            kty: "RSA".into(),
+            n: b64::encode_b64u(&n),
+            e: b64::encode_b64u(&e),
+            kid: Some(kid.clone()),
+            key_use: Some(KeyUse::Sig),
+            alg: Some("RS256".into()),
+            x5c: Vec::new(),
+            x5t: None,
+            x5t_s256: None,
+        };
+        let keys = JwkSet { keys: vec![jwk] };
+        let verification = VerificationKeys::from_jwks(&keys)
+            .map_err(|e| KmsError::Internal(format!("realm key: {e}")))?;
+        Ok(Realm {
+            name: name.into(),
+            issuer: format!("{}/realms/{name}", issuer_base.trim_end_matches('/')),
+            key,
+            kid,
+            keys,
+            verification,
+            clients: clients.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            token_lifetime,
+        })
+    }
+
+    /// The realm's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The realm's public keys (`/protocol/openid-connect/certs`).
+    pub fn keys(&self) -> &JwkSet {
+        &self.keys
+    }
+
+    /// Answers a token request (form fields, and HTTP Basic credentials if sent).
+    ///
+    /// # Errors
+    /// RFC 6749 errors.
+    pub fn issue(
+        &self,
+        form: &HashMap<String, String>,
+        basic: Option<(String, String)>,
+    ) -> Result<Value, OAuthError> {
+        let grant = form.get("grant_type").ok_or((
+            400,
+            "invalid_request",
+            "Missing form parameter: grant_type".to_string(),
+        ))?;
+        if grant != "client_credentials" {
+            return Err((
+                400,
+                "unsupported_grant_type",
+                "Unsupported grant_type".into(),
+            ));
+        }
+        let (id, secret) = match (basic, form.get("client_id"), form.get("client_secret")) {
+            (Some(pair), _, _) => pair,
+            (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
+            (None, Some(_), None) | (None, None, _) => {
+                return Err((
+                    401,
+                    "invalid_client",
+                    "Invalid client or Invalid client credentials".into(),
+                ));
+            }
+        };
+        let client = self
+            .clients
+            .get(&id)
+            .filter(|c| c.secret_matches(&secret))
+            .ok_or((
+                401,
+                "invalid_client",
+                "Invalid client or Invalid client credentials".to_string(),
+            ))?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| (500, "server_error", String::new()))?;
+        let claims = json!({
+            "exp": now + self.token_lifetime,
+            "iat": now,
+            "jti": b64::encode_b64u(&jti),
+            "iss": self.issuer,
+            "aud": "account",
+            "sub": format!("service-account-{}", client.id),
+            "typ": "Bearer",
+            "azp": client.id,
+            "scope": "profile email",
+            "realm_access": {"roles": client.roles},
+            "preferred_username": format!("service-account-{}", client.id),
+            "clientId": client.id,
+        });
+        let header = JwsHeader {
+            alg: "RS256".into(),
+            typ: Some("JWT".into()),
+            kid: Some(self.kid.clone()),
+            ..JwsHeader::default()
+        };
+        let input = format!(
+            "{}.{}",
+            header.encode(),
+            b64::encode_b64u(claims.to_string().as_bytes())
+        );
+        let mut sig = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                input.as_bytes(),
+                &mut sig,
+            )
+            .map_err(|_| (500, "server_error", String::new()))?;
+        Ok(json!({
+            "access_token": format!("{input}.{}", b64::encode_b64u(&sig)),
+            "expires_in": self.token_lifetime,
+            "refresh_expires_in": 0,
+            "token_type": "Bearer",
+            "not-before-policy": 0,
+            "scope": "profile email",
+        }))
+    }
+
+    /// Validates a token: signature by this realm, not expired, our issuer, a known client.
+    ///
+    /// # Errors
+    /// [`AuthFailure::Unauthenticated`] naming the check that failed.
+    pub fn validate(&self, token: &str) -> Result<Principal, AuthFailure> {
+        let parsed = UnverifiedJws::parse(token)
+            .map_err(|_| AuthFailure::Unauthenticated("token is not a JWT"))?;
+        let verified = parsed
+            .verify_with(&self.verification)
+            .map_err(|_| AuthFailure::Unauthenticated("token signature"))?;
+        let claims: Value = serde_json::from_slice(verified.payload())
+            .map_err(|_| AuthFailure::Unauthenticated("token claims"))?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
+            return Err(AuthFailure::Unauthenticated("token expired"));
+        }
+        if claims["iss"].as_str() != Some(self.issuer.as_str()) {
+            return Err(AuthFailure::Unauthenticated("token issuer"));
+        }
+        let client_id = claims["azp"].as_str().unwrap_or_default();
+        if !self.clients.contains_key(client_id) {
+            return Err(AuthFailure::Unauthenticated("token audience"));
+        }
+        let roles = claims["realm_access"]["roles"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Principal {
+            client_id: client_id.into(),
+            roles,
+        })
+    }
+}
+
+impl Principal {
+    /// Whether the principal holds one of `roles`.
+    pub fn has_any(&self, roles: &[&str]) -> bool {
+        self.roles.iter().any(|r| roles.contains(&r.as_str()))
+    }
+}
+
+/// Modulus and exponent of a DER RSAPublicKey.
+fn rsa_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    use pkcs1::der::Decode as _;
+    let key = pkcs1::RsaPublicKey::from_der(der).ok()?;
+    Some((
+        key.modulus.as_bytes().to_vec(),
+        key.public_exponent.as_bytes().to_vec(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn realm() -> Realm {
+        Realm::new(
+            "openg2p",
+            "http://kms",
+            vec![
+                Client::parse("app:pw").unwrap(),
+                Client::parse("ro:pw2:TEST").unwrap(),
+            ],
+            300,
+        )
+        .unwrap()
+    }
+
+    fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn issues_and_validates() {
+        let r = realm();
+        let answer = r
+            .issue(
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "app"),
+                    ("client_secret", "pw"),
+                ]),
+                None,
+            )
+            .unwrap();
+        let token = answer["access_token"].as_str().unwrap();
+        let p = r.validate(token).unwrap();
+        assert_eq!(p.client_id, "app");
+        assert!(p.has_any(ADMIN_ROLES));
+        let ro = r
+            .issue(
+                &form(&[("grant_type", "client_credentials")]),
+                Some(("ro".into(), "pw2".into())),
+            )
+            .unwrap();
+        let p = r.validate(ro["access_token"].as_str().unwrap()).unwrap();
+        assert!(!p.has_any(ADMIN_ROLES) && p.has_any(CRYPTO_ROLES));
+        // Another realm's token is refused.
+        let other = realm();
+        assert_eq!(
+            other.validate(token).unwrap_err(),
+            AuthFailure::Unauthenticated("token signature")
+        );
+        assert!(format!("{:?}", r).contains("[redacted]") && !format!("{:?}", r).contains("pw"));
+    }
+
+    #[test]
+    fn oauth_errors() {
+        let r = realm();
+        let e = r.issue(&form(&[("client_id", "app")]), None).unwrap_err();
+        assert_eq!((e.0, e.1), (400, "invalid_request"));
+        let e = r
+            .issue(&form(&[("grant_type", "password")]), None)
+            .unwrap_err();
+        assert_eq!((e.0, e.1), (400, "unsupported_grant_type"));
+        let e = r
+            .issue(
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "app"),
+                    ("client_secret", "nope"),
+                ]),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!((e.0, e.1), (401, "invalid_client"));
+        assert!(Client::parse("nosecret").is_err());
+    }
+}

@@ -1,0 +1,810 @@
+//! The key store: SQLite in a data directory, the ROOT → master → base hierarchy of spec
+//! section 6, private keys wrapped under the key-encryption key, lazy rotation, thumbprint
+//! lookup for decryption.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::rsa::{KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey};
+use aws_lc_rs::signature::RsaKeyPair;
+use g2p_encryption::cert::CertificateInfo;
+use g2p_mosip::error::codes;
+use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SerialNumber,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::error::KmsError;
+use crate::kek::Kek;
+use crate::policy::Policies;
+
+/// Schema version written in `meta`; a store with a newer one is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+const KEK_CHECK_PLAINTEXT: &[u8] = b"g2p-kms key-encryption key check";
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// What a key is in the hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Self-signed root.
+    Root,
+    /// An application's master key (`referenceId` `""`), signed by ROOT.
+    Master,
+    /// `KERNEL`/`SIGN`, the platform signing key, signed by the KERNEL master.
+    Sign,
+    /// A base (encryption) key, signed by the application's master.
+    Base,
+    /// A partner's certificate, without a private key.
+    Partner,
+}
+
+impl KeyKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Root => "root",
+            KeyKind::Master => "master",
+            KeyKind::Sign => "sign",
+            KeyKind::Base => "base",
+            KeyKind::Partner => "partner",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, KmsError> {
+        Ok(match s {
+            "root" => KeyKind::Root,
+            "master" => KeyKind::Master,
+            "sign" => KeyKind::Sign,
+            "base" => KeyKind::Base,
+            "partner" => KeyKind::Partner,
+            other => return Err(KmsError::Internal(format!("unknown key kind {other:?}"))),
+        })
+    }
+
+    /// The kind of key `(app, ref)` names.
+    pub fn of(application_id: &str, reference_id: &str) -> Self {
+        match (application_id, reference_id) {
+            ("ROOT", _) => KeyKind::Root,
+            (_, "") => KeyKind::Master,
+            ("KERNEL", "SIGN") => KeyKind::Sign,
+            _ => KeyKind::Base,
+        }
+    }
+}
+
+/// A key's public record.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// Internal alias (random hex).
+    pub alias: String,
+    /// Application id.
+    pub application_id: String,
+    /// Reference id (`""` for master keys).
+    pub reference_id: String,
+    /// The MOSIP keyId (spec 6.5), also the JWS `kid`.
+    pub key_id: String,
+    /// Upper-hex SHA-256 of the certificate.
+    pub thumbprint: String,
+    /// The certificate.
+    pub certificate: CertificateInfo,
+    /// Generation time, unix seconds.
+    pub generated_at: i64,
+    /// Expiry time, unix seconds.
+    pub expires_at: i64,
+    /// Place in the hierarchy.
+    pub kind: KeyKind,
+}
+
+/// A key with its private half unwrapped, ready for RSA operations.
+pub struct LoadedKey {
+    /// The public record.
+    pub record: KeyRecord,
+    decrypting: OaepPrivateDecryptingKey,
+    signing: RsaKeyPair,
+}
+
+impl std::fmt::Debug for LoadedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedKey")
+            .field("key_id", &self.record.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedKey {
+    /// RSA-OAEP decryption key.
+    pub fn decrypting(&self) -> &OaepPrivateDecryptingKey {
+        &self.decrypting
+    }
+
+    /// RSA signing key.
+    pub fn signing(&self) -> &RsaKeyPair {
+        &self.signing
+    }
+}
+
+/// How a store starts.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Key policies.
+    pub policies: Policies,
+    /// Applications whose master keys are created on first start.
+    pub initial_applications: Vec<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            policies: Policies::default(),
+            initial_applications: ["REGISTRATION", "ID_REPO", "KERNEL", "OPENG2P"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        }
+    }
+}
+
+/// The key store.
+pub struct KeyStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    kek: Kek,
+    policies: Policies,
+    loaded: Mutex<HashMap<String, Arc<LoadedKey>>>,
+}
+
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn random_alias() -> Result<String, KmsError> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| KmsError::Internal("no randomness".into()))?;
+    Ok(hex_upper(&bytes).to_ascii_lowercase())
+}
+
+pub(crate) fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn distinguished_name(
+    kind: KeyKind,
+    application_id: &str,
+    reference_id: &str,
+) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    let cn = match kind {
+        KeyKind::Root => "ROOT".to_string(),
+        KeyKind::Master => application_id.to_string(),
+        KeyKind::Sign | KeyKind::Base | KeyKind::Partner => {
+            format!("{application_id}-{reference_id}")
+        }
+    };
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationalUnitName, "g2p-kms");
+    dn.push(DnType::OrganizationName, "g2p-keymanager");
+    dn
+}
+
+fn certificate_params(
+    kind: KeyKind,
+    application_id: &str,
+    reference_id: &str,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, KmsError> {
+    let internal = |e: rcgen::Error| KmsError::Internal(format!("certificate: {e}"));
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(internal)?;
+    params.distinguished_name = distinguished_name(kind, application_id, reference_id);
+    let (is_ca, usages) = match kind {
+        KeyKind::Root => (
+            IsCa::Ca(BasicConstraints::Constrained(2)),
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyCertSign,
+            ],
+        ),
+        KeyKind::Master => (
+            IsCa::Ca(BasicConstraints::Constrained(1)),
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyCertSign,
+            ],
+        ),
+        KeyKind::Sign => (IsCa::NoCa, vec![KeyUsagePurpose::DigitalSignature]),
+        KeyKind::Base | KeyKind::Partner => (IsCa::NoCa, vec![KeyUsagePurpose::KeyEncipherment]),
+    };
+    params.is_ca = is_ca;
+    params.key_usages = usages;
+    params.not_before = OffsetDateTime::from_unix_timestamp(not_before)
+        .map_err(|e| KmsError::Internal(e.to_string()))?;
+    params.not_after = OffsetDateTime::from_unix_timestamp(not_after)
+        .map_err(|e| KmsError::Internal(e.to_string()))?;
+    let mut serial = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut serial).map_err(|_| KmsError::Internal("no randomness".into()))?;
+    serial[0] = (serial[0] & 0x7f) | 0x01; // positive and 16 bytes long
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    Ok(params)
+}
+
+fn generate_pkcs8() -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
+        .map_err(|_| KmsError::Internal("RSA key generation failed".into()))?;
+    let der = AsDer::<Pkcs8V1Der>::as_der(&key)
+        .map_err(|_| KmsError::Internal("PKCS#8 encoding failed".into()))?;
+    Ok(Zeroizing::new(der.as_ref().to_vec()))
+}
+
+fn rcgen_key(pkcs8: &[u8]) -> Result<KeyPair, KmsError> {
+    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.into(), &rcgen::PKCS_RSA_SHA256)
+        .map_err(|e| KmsError::Internal(format!("key: {e}")))
+}
+
+fn load_private(record: KeyRecord, pkcs8: &[u8]) -> Result<LoadedKey, KmsError> {
+    let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8)
+        .ok()
+        .and_then(|k| OaepPrivateDecryptingKey::new(k).ok())
+        .ok_or(())
+        .map_err(|_| KmsError::Internal(format!("key {} does not load", record.alias)))?;
+    let signing = RsaKeyPair::from_pkcs8(pkcs8)
+        .map_err(|_| KmsError::Internal(format!("key {} does not load", record.alias)))?;
+    Ok(LoadedKey {
+        record,
+        decrypting,
+        signing,
+    })
+}
+
+const COLUMNS: &str = "alias, application_id, reference_id, key_id, thumbprint, certificate, generated_at, expires_at, kind";
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyRecordRow, ())> {
+    Ok((
+        KeyRecordRow {
+            alias: row.get(0)?,
+            application_id: row.get(1)?,
+            reference_id: row.get(2)?,
+            key_id: row.get(3)?,
+            thumbprint: row.get(4)?,
+            certificate: row.get(5)?,
+            generated_at: row.get(6)?,
+            expires_at: row.get(7)?,
+            kind: row.get(8)?,
+        },
+        (),
+    ))
+}
+
+struct KeyRecordRow {
+    alias: String,
+    application_id: String,
+    reference_id: String,
+    key_id: String,
+    thumbprint: String,
+    certificate: Vec<u8>,
+    generated_at: i64,
+    expires_at: i64,
+    kind: String,
+}
+
+impl KeyRecordRow {
+    fn into_record(self) -> Result<KeyRecord, KmsError> {
+        Ok(KeyRecord {
+            certificate: CertificateInfo::from_der(&self.certificate)
+                .map_err(|e| KmsError::Internal(format!("stored certificate: {e}")))?,
+            kind: KeyKind::parse(&self.kind)?,
+            alias: self.alias,
+            application_id: self.application_id,
+            reference_id: self.reference_id,
+            key_id: self.key_id,
+            thumbprint: self.thumbprint,
+            generated_at: self.generated_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+impl KeyStore {
+    /// Opens (or creates) the store in `dir`, checks the key-encryption key against it and
+    /// creates the ROOT and initial master keys when missing.
+    ///
+    /// # Errors
+    /// [`KmsError::Config`] when the directory cannot be used, the schema is newer than this
+    /// program, or the keys were wrapped under another key-encryption key.
+    pub fn open(dir: &Path, kek: Kek, options: StoreOptions) -> Result<Self, KmsError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            KmsError::Config(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join("keys.db");
+        let conn = Connection::open(&path)
+            .map_err(|e| KmsError::Config(format!("cannot open {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = KeyStore {
+            path,
+            conn: Mutex::new(conn),
+            kek,
+            policies: options.policies,
+            loaded: Mutex::new(HashMap::new()),
+        };
+        store.migrate()?;
+        store.check_kek()?;
+        let at = now();
+        store.ensure_root(at)?;
+        for app in &options.initial_applications {
+            store.current_key(app, "", at)?;
+            if app == "KERNEL" {
+                store.current_key("KERNEL", "SIGN", at)?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), KmsError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);",
+        )?;
+        let version: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version {
+            None => {
+                tx.execute_batch(
+                    "CREATE TABLE keys (
+                        alias TEXT PRIMARY KEY,
+                        application_id TEXT NOT NULL,
+                        reference_id TEXT NOT NULL,
+                        key_id TEXT NOT NULL UNIQUE,
+                        unique_identifier TEXT NOT NULL UNIQUE,
+                        thumbprint TEXT NOT NULL UNIQUE,
+                        certificate BLOB NOT NULL,
+                        private_key BLOB,
+                        generated_at INTEGER NOT NULL,
+                        expires_at INTEGER NOT NULL,
+                        kind TEXT NOT NULL
+                    );
+                    CREATE INDEX keys_by_app_ref ON keys (application_id, reference_id, generated_at);",
+                )?;
+                tx.execute(
+                    "INSERT INTO meta (name, value) VALUES ('schema_version', ?1)",
+                    params![SCHEMA_VERSION],
+                )?;
+                let check = self.kek.wrap(b"kek-check", KEK_CHECK_PLAINTEXT)?;
+                tx.execute(
+                    "INSERT INTO meta (name, value) VALUES ('kek_check', ?1)",
+                    params![check],
+                )?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) => {
+                return Err(KmsError::Config(format!(
+                    "{} has schema version {v}; this program knows up to {SCHEMA_VERSION}",
+                    self.path.display()
+                )));
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn check_kek(&self) -> Result<(), KmsError> {
+        let check: Vec<u8> =
+            self.conn()
+                .query_row("SELECT value FROM meta WHERE name = 'kek_check'", [], |r| {
+                    r.get(0)
+                })?;
+        match self.kek.unwrap(b"kek-check", &check) {
+            Some(p) if p.as_slice() == KEK_CHECK_PLAINTEXT => Ok(()),
+            _ => Err(KmsError::Config(format!(
+                "the key-encryption key does not match the keys in {} (wrong {} or kek file); refusing to start",
+                self.path.display(),
+                crate::kek::KEK_ENV
+            ))),
+        }
+    }
+
+    /// The store's database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The policy table.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    fn ensure_root(&self, at: i64) -> Result<(), KmsError> {
+        let exists: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT alias FROM keys WHERE kind = 'root' LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            self.current_key("ROOT", "", at)?;
+        }
+        Ok(())
+    }
+
+    fn select(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<KeyRecord>, KmsError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM keys WHERE {filter}"))?;
+        let rows = stmt
+            .query_map(args, row_to_record)?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        rows.into_iter().map(|(r, ())| r.into_record()).collect()
+    }
+
+    /// Every key and certificate of `(app, ref)`, oldest first (expired ones included).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn all(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+    ) -> Result<Vec<KeyRecord>, KmsError> {
+        self.select(
+            "application_id = ?1 AND reference_id = ?2 ORDER BY generated_at, rowid",
+            &[&application_id, &reference_id],
+        )
+    }
+
+    /// Every key in the store, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn list(&self) -> Result<Vec<KeyRecord>, KmsError> {
+        self.select("1 = 1 ORDER BY generated_at, rowid", &[])
+    }
+
+    /// The record with this upper-hex certificate thumbprint (partner certificates included).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn record_by_thumbprint(
+        &self,
+        thumbprint_hex: &str,
+    ) -> Result<Option<KeyRecord>, KmsError> {
+        Ok(self
+            .select("thumbprint = ?1", &[&thumbprint_hex])?
+            .into_iter()
+            .next())
+    }
+
+    /// The record with this keyId.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn record_by_key_id(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError> {
+        Ok(self.select("key_id = ?1", &[&key_id])?.into_iter().next())
+    }
+
+    /// The private key behind a record (unwrapped once, then cached).
+    ///
+    /// # Errors
+    /// KER-KMS-018 for a partner certificate; internal errors when the key does not unwrap.
+    pub fn load(&self, record: &KeyRecord) -> Result<Arc<LoadedKey>, KmsError> {
+        if let Some(k) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&record.alias)
+        {
+            return Ok(k.clone());
+        }
+        let wrapped: Option<Vec<u8>> = self.conn().query_row(
+            "SELECT private_key FROM keys WHERE alias = ?1",
+            params![record.alias],
+            |r| r.get(0),
+        )?;
+        let wrapped = wrapped.ok_or_else(|| {
+            KmsError::ker(
+                codes::KMS_018,
+                "Not Allowed to perform decryption with other domain key.",
+            )
+        })?;
+        let pkcs8 = self
+            .kek
+            .unwrap(record.alias.as_bytes(), &wrapped)
+            .ok_or_else(|| KmsError::Internal(format!("key {} does not unwrap", record.alias)))?;
+        let loaded = Arc::new(load_private(record.clone(), &pkcs8)?);
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.alias.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn pre_expire_seconds(&self, kind: KeyKind, application_id: &str) -> i64 {
+        let days = match kind {
+            KeyKind::Base => self.policies.base_pre_expire_days(),
+            _ => self
+                .policies
+                .get(application_id)
+                .map_or(0, |p| p.pre_expire_days),
+        };
+        days * SECONDS_PER_DAY
+    }
+
+    fn current_record(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        at: i64,
+    ) -> Result<Option<KeyRecord>, KmsError> {
+        let kind = KeyKind::of(application_id, reference_id);
+        let margin = self.pre_expire_seconds(kind, application_id);
+        Ok(self
+            .select(
+                "application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4 ORDER BY generated_at DESC, rowid DESC",
+                &[&application_id, &reference_id, &at, &margin],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    /// The current key of `(app, ref)`, generated when none is current (spec 6.3): base
+    /// keys on first use and on expiry; master keys at first start for the initial
+    /// applications and on first use for any other application with a policy.
+    ///
+    /// # Errors
+    /// KER-KMS-002 (no policy), KER-KMS-016 (no base keys for ROOT/KERNEL/PARTNER).
+    pub fn current_key(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        at: i64,
+    ) -> Result<Arc<LoadedKey>, KmsError> {
+        if let Some(record) = self.current_record(application_id, reference_id, at)? {
+            return self.load(&record);
+        }
+        self.generate(application_id, reference_id, at)
+    }
+
+    /// Makes a new current key for `(app, ref)` now; the old ones keep decrypting.
+    ///
+    /// # Errors
+    /// As [`KeyStore::current_key`].
+    pub fn rotate(&self, application_id: &str, reference_id: &str) -> Result<KeyRecord, KmsError> {
+        let at = now();
+        self.expire_current(application_id, reference_id, at)?;
+        Ok(self
+            .generate(application_id, reference_id, at)?
+            .record
+            .clone())
+    }
+
+    /// Ends the current key of `(app, ref)` (its expiry becomes now − 1 minute); the next
+    /// request generates a new one. Returns whether a key was current.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn expire_current(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        at: i64,
+    ) -> Result<bool, KmsError> {
+        let Some(current) = self.current_record(application_id, reference_id, at)? else {
+            return Ok(false);
+        };
+        let margin = self.pre_expire_seconds(current.kind, application_id);
+        // The key stops being current at expires_at - margin; set it in the past.
+        self.conn().execute(
+            "UPDATE keys SET expires_at = ?1 WHERE alias = ?2",
+            params![at - 60 + margin.min(0), current.alias],
+        )?;
+        Ok(true)
+    }
+
+    fn generate(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        at: i64,
+    ) -> Result<Arc<LoadedKey>, KmsError> {
+        let kind = KeyKind::of(application_id, reference_id);
+        let policy = self.policies.get(application_id).ok_or_else(|| {
+            KmsError::ker(
+                codes::KMS_002,
+                format!("ApplicationId not found in Key Policy. Key/CSR generation not allowed. ({application_id})"),
+            )
+        })?;
+        let issuer = match kind {
+            KeyKind::Root => None,
+            KeyKind::Master => Some(self.current_key("ROOT", "", at)?),
+            KeyKind::Sign | KeyKind::Base => {
+                if kind == KeyKind::Base && matches!(application_id, "ROOT" | "KERNEL" | "PARTNER")
+                {
+                    return Err(KmsError::ker(
+                        codes::KMS_016,
+                        format!(
+                            "Not allowed to generate new key pair for other domains or not allowed to generate base key. ({application_id})"
+                        ),
+                    ));
+                }
+                Some(self.current_key(application_id, "", at)?)
+            }
+            KeyKind::Partner => {
+                return Err(KmsError::Internal("partner keys are uploaded".into()));
+            }
+        };
+        let expires_at = at + policy.validity_days * SECONDS_PER_DAY;
+        let pkcs8 = generate_pkcs8()?;
+        let key_pair = rcgen_key(&pkcs8)?;
+        let params = certificate_params(kind, application_id, reference_id, at, expires_at)?;
+        let certificate = match &issuer {
+            None => params
+                .self_signed(&key_pair)
+                .map_err(|e| KmsError::Internal(format!("certificate: {e}")))?,
+            Some(issuer_key) => {
+                let issuer_pkcs8 = self.issuer_pkcs8(&issuer_key.record)?;
+                let issuer_pair = rcgen_key(&issuer_pkcs8)?;
+                let issuer_params = certificate_params(
+                    issuer_key.record.kind,
+                    &issuer_key.record.application_id,
+                    &issuer_key.record.reference_id,
+                    issuer_key.record.generated_at,
+                    issuer_key.record.expires_at,
+                )?;
+                let issuer = Issuer::new(issuer_params, &issuer_pair);
+                params
+                    .signed_by(&key_pair, &issuer)
+                    .map_err(|e| KmsError::Internal(format!("certificate: {e}")))?
+            }
+        };
+        let der = certificate.der().to_vec();
+        let info = CertificateInfo::from_der(&der)
+            .map_err(|e| KmsError::Internal(format!("new certificate: {e}")))?;
+        let alias = random_alias()?;
+        let wrapped = self.kek.wrap(alias.as_bytes(), &pkcs8)?;
+        let record = {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let date = OffsetDateTime::from_unix_timestamp(at)
+                .map_err(|e| KmsError::Internal(e.to_string()))?
+                .date();
+            let base = format!(
+                "{application_id}_{reference_id}_{:02}-{:02}-{:04}",
+                u8::from(date.month()),
+                date.day(),
+                date.year()
+            );
+            // A second key for the same pair on the same day gets a disambiguator (spec 6.5).
+            let mut unique_value = base.clone();
+            let mut n = 1;
+            loop {
+                let uid = unique_identifier_of(&unique_value);
+                let taken: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM keys WHERE unique_identifier = ?1",
+                    params![uid],
+                    |r| r.get(0),
+                )?;
+                if taken == 0 {
+                    break;
+                }
+                n += 1;
+                unique_value = format!("{base}_{n}");
+            }
+            let unique_identifier = unique_identifier_of(&unique_value);
+            let key_id = key_id_from_unique_identifier(&unique_identifier)
+                .ok_or_else(|| KmsError::Internal("key id".into()))?;
+            let thumbprint = hex_upper(&info.sha256());
+            tx.execute(
+                "INSERT INTO keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![alias, application_id, reference_id, key_id, unique_identifier, thumbprint, der, wrapped, at, expires_at, kind.as_str()],
+            )?;
+            tx.commit()?;
+            KeyRecord {
+                alias: alias.clone(),
+                application_id: application_id.into(),
+                reference_id: reference_id.into(),
+                key_id,
+                thumbprint,
+                certificate: info,
+                generated_at: at,
+                expires_at,
+                kind,
+            }
+        };
+        tracing::info!(app = application_id, reference = reference_id, key_id = %record.key_id, kind = kind.as_str(), "generated a key");
+        let loaded = Arc::new(load_private(record, &pkcs8)?);
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(alias, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn issuer_pkcs8(&self, record: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let wrapped: Option<Vec<u8>> = self.conn().query_row(
+            "SELECT private_key FROM keys WHERE alias = ?1",
+            params![record.alias],
+            |r| r.get(0),
+        )?;
+        wrapped
+            .and_then(|w| self.kek.unwrap(record.alias.as_bytes(), &w))
+            .ok_or_else(|| {
+                KmsError::Internal(format!("issuer key {} does not unwrap", record.alias))
+            })
+    }
+
+    /// Stores a partner's certificate (no private key) under `(app, ref)` so that its
+    /// signatures verify here. Returns its record.
+    ///
+    /// # Errors
+    /// KER-KMS-013 for a certificate that does not parse.
+    pub fn upload_partner_certificate(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        pem: &str,
+    ) -> Result<KeyRecord, KmsError> {
+        let info = CertificateInfo::from_pem(pem).map_err(|e| {
+            KmsError::ker(codes::KMS_013, format!("Certificate Parsing Error. ({e})"))
+        })?;
+        let thumbprint = hex_upper(&info.sha256());
+        if let Some(existing) = self.record_by_thumbprint(&thumbprint)? {
+            return Ok(existing);
+        }
+        let unique_identifier =
+            unique_identifier_of(&format!("{application_id}_{reference_id}_{thumbprint}"));
+        let key_id = key_id_from_unique_identifier(&unique_identifier)
+            .ok_or_else(|| KmsError::Internal("key id".into()))?;
+        let alias = random_alias()?;
+        let at = now();
+        self.conn().execute(
+            "INSERT INTO keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, 'partner')",
+            params![alias, application_id, reference_id, key_id, unique_identifier, thumbprint, info.der(), at, info.not_after()],
+        )?;
+        Ok(KeyRecord {
+            alias,
+            application_id: application_id.into(),
+            reference_id: reference_id.into(),
+            key_id,
+            thumbprint,
+            generated_at: at,
+            expires_at: info.not_after(),
+            certificate: info,
+            kind: KeyKind::Partner,
+        })
+    }
+}
