@@ -76,9 +76,19 @@ impl Kek {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 aws_lc_rs::rand::fill(bytes.as_mut_slice())
                     .map_err(|_| KmsError::Internal("no randomness".into()))?;
-                create_private_file(&path, bytes.as_slice()).map_err(|e| {
-                    KmsError::Config(format!("cannot create {}: {e}", path.display()))
-                })?;
+                match create_private_file(&path, bytes.as_slice()) {
+                    Ok(()) => {}
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::load(dir, None);
+                    }
+                    Err(e) => {
+                        return Err(KmsError::Config(format!(
+                            "cannot create {}: {e}",
+                            path.display()
+                        )));
+                    }
+                }
                 tracing::info!(path = %path.display(), "created a new key-encryption key");
                 Self::from_bytes(bytes.as_slice())
             }

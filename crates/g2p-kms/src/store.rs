@@ -16,7 +16,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -362,7 +362,7 @@ impl KeyStore {
 
     fn migrate(&self) -> Result<(), KmsError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);",
         )?;
@@ -694,9 +694,27 @@ impl KeyStore {
             .map_err(|e| KmsError::Internal(format!("new certificate: {e}")))?;
         let alias = random_alias()?;
         let wrapped = self.kek.wrap(alias.as_bytes(), &pkcs8)?;
+        let margin = self.pre_expire_seconds(kind, application_id);
         let record = {
             let mut conn = self.conn();
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Another process sharing the data directory may have made a current key
+            // meanwhile: use it rather than a second one.
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT alias FROM keys WHERE application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4 LIMIT 1",
+                    params![application_id, reference_id, at, margin],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if existing.is_some() {
+                drop(tx);
+                drop(conn);
+                let record = self
+                    .current_record(application_id, reference_id, at)?
+                    .ok_or_else(|| KmsError::Internal("current key vanished".into()))?;
+                return self.load(&record);
+            }
             let date = OffsetDateTime::from_unix_timestamp(at)
                 .map_err(|e| KmsError::Internal(e.to_string()))?
                 .date();
