@@ -261,16 +261,9 @@ impl KeymanagerSettings {
         }
         let sign_application_id =
             non_empty("sign_application_id", self.sign_application_id, "ID_REPO")?;
-        let salt = decode_param("encrypt_salt", self.encrypt_salt)?;
-        if let Some(s) = &salt
-            && ![12, 16, 32].contains(&s.len())
-        {
-            return Err(KeymanagerError::Configuration(format!(
-                "encrypt_salt decodes to {} bytes; a GCM IV of 12, 16 or 32 bytes is needed",
-                s.len()
-            )));
-        }
-        let aad = decode_param("encrypt_aad", self.encrypt_aad)?;
+        let cipher_params =
+            CipherParams::from_b64u(self.encrypt_salt.as_deref(), self.encrypt_aad.as_deref())
+                .map_err(|e| KeymanagerError::Configuration(format!("encrypt_{e}")))?;
         let ca_certificate_pem = match self.ca_certificate {
             None => None,
             Some(path) => Some(std::fs::read(&path).map_err(|e| {
@@ -291,9 +284,9 @@ impl KeymanagerSettings {
             encrypt_reference_id,
             sign_application_id,
             sign_reference_id: self.sign_reference_id.unwrap_or_default(),
-            salt_b64u: salt.as_deref().map(b64::encode_b64u),
-            aad_b64u: aad.as_deref().map(b64::encode_b64u),
-            cipher_params: CipherParams::new(salt, aad),
+            salt_b64u: cipher_params.salt().map(b64::encode_b64u),
+            aad_b64u: cipher_params.aad().map(b64::encode_b64u),
+            cipher_params,
             encrypt_mode: self.encrypt_mode.unwrap_or_default(),
             verify_mode: self.verify_mode.unwrap_or_default(),
             ca_certificate_pem,
@@ -334,15 +327,6 @@ fn non_empty(name: &str, value: Option<String>, default: &str) -> Result<String,
         )));
     }
     Ok(value)
-}
-
-fn decode_param(name: &str, value: Option<String>) -> Result<Option<Vec<u8>>, KeymanagerError> {
-    match value.filter(|v| !v.trim().is_empty()) {
-        None => Ok(None),
-        Some(v) => b64::decode_lenient(v.trim())
-            .map(Some)
-            .map_err(|e| KeymanagerError::Configuration(format!("{name} is not base64url: {e}"))),
-    }
 }
 
 /// Validated configuration of one Keymanager provider.

@@ -88,24 +88,9 @@ fn local_provider(
     table: LocalTable,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LocalProvider, Failure> {
-    let decode = |name: &str, v: Option<String>| -> Result<Option<Vec<u8>>, Failure> {
-        v.filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                g2p_encryption::b64::decode_lenient(s.trim())
-                    .map_err(|e| Failure::usage(format!("{name} is not base64url: {e}")))
-            })
-            .transpose()
-    };
-    let salt = decode("encrypt_salt", table.encrypt_salt)?;
-    if let Some(s) = &salt
-        && ![12, 16, 32].contains(&s.len())
-    {
-        return Err(Failure::usage(format!(
-            "encrypt_salt decodes to {} bytes; a GCM IV of 12, 16 or 32 bytes is needed",
-            s.len()
-        )));
-    }
-    let aad = decode("encrypt_aad", table.encrypt_aad)?;
+    let cipher_params =
+        CipherParams::from_b64u(table.encrypt_salt.as_deref(), table.encrypt_aad.as_deref())
+            .map_err(|e| Failure::usage(format!("encrypt_{e}")))?;
     let defaults = LocalSettings::default();
     let settings = LocalSettings {
         encrypt_application_id: table
@@ -120,7 +105,7 @@ fn local_provider(
         sign_reference_id: table
             .sign_reference_id
             .unwrap_or(defaults.sign_reference_id),
-        cipher_params: CipherParams::new(salt, aad),
+        cipher_params,
     };
     let dir = data_dir(table.data_dir, env);
     Ok(LocalProvider::new(open_kms(&dir, env)?, settings))

@@ -120,6 +120,33 @@ impl CipherParams {
         }
     }
 
+    /// Parameters from configured base64url text (lenient, as the Keymanager decodes);
+    /// blank values count as absent. A salt must be 12, 16 or 32 bytes (a GCM IV).
+    ///
+    /// # Errors
+    /// A message naming `salt` or `aad` and what is wrong with it.
+    pub fn from_b64u(salt: Option<&str>, aad: Option<&str>) -> Result<Self, String> {
+        let decode = |name: &str, v: Option<&str>| -> Result<Option<Vec<u8>>, String> {
+            v.map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    g2p_encryption::b64::decode_lenient(t)
+                        .map_err(|e| format!("{name} is not base64url: {e}"))
+                })
+                .transpose()
+        };
+        let salt = decode("salt", salt)?;
+        if let Some(s) = &salt
+            && ![12, 16, 32].contains(&s.len())
+        {
+            return Err(format!(
+                "salt decodes to {} bytes; a GCM IV of 12, 16 or 32 bytes is needed",
+                s.len()
+            ));
+        }
+        Ok(CipherParams::new(salt, decode("aad", aad)?))
+    }
+
     /// The salt, if any.
     pub fn salt(&self) -> Option<&[u8]> {
         self.salt.as_deref()

@@ -113,6 +113,12 @@ fn envelope(
     Json(wrapper).into_response()
 }
 
+/// The request's `id` and `version`, echoed in the answer (spec 1.2).
+fn echoed_ids(wrapper: &Value) -> (Option<String>, Option<String>) {
+    let text = |k: &str| wrapper.get(k).and_then(Value::as_str).map(String::from);
+    (text("id"), text("version"))
+}
+
 fn auth_failure(failure: AuthFailure) -> Response {
     let (status, code, message) = match failure {
         AuthFailure::Unauthenticated(why) => {
@@ -288,11 +294,7 @@ async fn post_endpoint(
                 .into_response();
         }
     };
-    let id = wrapper.get("id").and_then(Value::as_str).map(String::from);
-    let version = wrapper
-        .get("version")
-        .and_then(Value::as_str)
-        .map(String::from);
+    let (id, version) = echoed_ids(&wrapper);
     let kms = state.kms.clone();
     let result = match endpoint.as_str() {
         "encrypt" | "decrypt" => {
@@ -510,11 +512,7 @@ async fn generate_master_key(
         return auth_failure(refused);
     }
     let wrapper: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let id = wrapper.get("id").and_then(Value::as_str).map(String::from);
-    let version = wrapper
-        .get("version")
-        .and_then(Value::as_str)
-        .map(String::from);
+    let (id, version) = echoed_ids(&wrapper);
     let kms = state.kms.clone();
     let result = if !object_type.eq_ignore_ascii_case("CERTIFICATE") {
         Err(KmsError::ker(
@@ -556,11 +554,7 @@ async fn revoke_key(State(state): State<ServerState>, headers: HeaderMap, body: 
         return auth_failure(refused);
     }
     let wrapper: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let id = wrapper.get("id").and_then(Value::as_str).map(String::from);
-    let version = wrapper
-        .get("version")
-        .and_then(Value::as_str)
-        .map(String::from);
+    let (id, version) = echoed_ids(&wrapper);
     let kms = state.kms.clone();
     let result = match parse_request::<RevokeKeyRequest>(&wrapper) {
         Err(e) => Err(e),
