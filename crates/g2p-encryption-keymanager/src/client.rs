@@ -201,7 +201,7 @@ impl KeymanagerClient {
 
     async fn post<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        endpoint: &str,
+        endpoint: &'static str,
         request: &Req,
     ) -> Result<Resp, KeymanagerError> {
         let url = self.inner.config.endpoint(endpoint);
@@ -216,7 +216,7 @@ impl KeymanagerClient {
 
     async fn get<Resp: DeserializeOwned>(
         &self,
-        endpoint: &str,
+        endpoint: &'static str,
         query: &[(&str, &str)],
     ) -> Result<Resp, KeymanagerError> {
         let url = self.inner.config.endpoint(endpoint);
@@ -225,7 +225,26 @@ impl KeymanagerClient {
 
     async fn call<Resp: DeserializeOwned>(
         &self,
-        endpoint: &str,
+        endpoint: &'static str,
+        url: Url,
+        method: Method<'_>,
+    ) -> Result<Resp, KeymanagerError> {
+        let started = Instant::now();
+        let result = self.call_once_or_twice(endpoint, url, method).await;
+        metrics::counter!(
+            "g2p_kms_calls_total",
+            "endpoint" => endpoint,
+            "outcome" => if result.is_ok() { "ok" } else { "error" }
+        )
+        .increment(1);
+        metrics::histogram!("g2p_kms_call_duration_seconds", "endpoint" => endpoint)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn call_once_or_twice<Resp: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
         url: Url,
         method: Method<'_>,
     ) -> Result<Resp, KeymanagerError> {

@@ -137,12 +137,15 @@ impl KeymanagerProvider {
     async fn current_encryption_key(&self) -> Result<Arc<EncryptionKey>, Error> {
         let fresh = |k: &Arc<EncryptionKey>| Instant::now() < k.until;
         if let Some(key) = read(&self.encryption_key).filter(fresh) {
+            cache_hit("certificate");
             return Ok(key);
         }
         let _filling = self.encryption_key_fill.lock().await;
         if let Some(key) = read(&self.encryption_key).filter(fresh) {
+            cache_hit("certificate");
             return Ok(key);
         }
+        cache_miss("certificate");
         let key = Arc::new(self.load_encryption_key().await?);
         write(&self.encryption_key, Some(key.clone()));
         Ok(key)
@@ -256,12 +259,15 @@ impl KeymanagerProvider {
         let ttl = self.client.config().jwks_ttl;
         let usable = |k: &Arc<KeySets>| k.fetched.elapsed() < ttl;
         if let Some(sets) = read(&self.key_sets).filter(usable) {
+            cache_hit("jwks");
             return Ok(sets);
         }
         let _filling = self.key_sets_fill.lock().await;
         if let Some(sets) = read(&self.key_sets).filter(usable) {
+            cache_hit("jwks");
             return Ok(sets);
         }
+        cache_miss("jwks");
         let sets = Arc::new(self.load_key_sets().await?);
         write(&self.key_sets, Some(sets.clone()));
         Ok(sets)
@@ -398,6 +404,14 @@ impl KeymanagerProvider {
     }
 }
 
+fn cache_hit(cache: &'static str) {
+    metrics::counter!("g2p_cache_hits_total", "cache" => cache).increment(1);
+}
+
+fn cache_miss(cache: &'static str) {
+    metrics::counter!("g2p_cache_misses_total", "cache" => cache).increment(1);
+}
+
 fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
@@ -516,5 +530,14 @@ impl EncryptionProvider for KeymanagerProvider {
 
     async fn jwks(&self) -> Result<JwkSet, Error> {
         Ok(self.key_sets().await?.all.clone())
+    }
+
+    /// A token is obtainable (cached or fresh) and the Keymanager answers `getCertificate`
+    /// for the encryption application now (not from a cache).
+    async fn ready(&self) -> Result<(), Error> {
+        self.client.tokens().token().await?;
+        let (app, reference) = self.client.config().encrypt_ids();
+        self.client.get_certificate(app, reference).await?;
+        Ok(())
     }
 }

@@ -200,6 +200,16 @@ impl TokenManager {
     /// # Errors
     /// As [`TokenManager::token`].
     pub async fn fetch(&self) -> Result<AccessToken, KeymanagerError> {
+        let result = self.fetch_uncounted().await;
+        metrics::counter!(
+            "g2p_token_fetches_total",
+            "outcome" => if result.is_ok() { "ok" } else { "error" }
+        )
+        .increment(1);
+        result
+    }
+
+    async fn fetch_uncounted(&self) -> Result<AccessToken, KeymanagerError> {
         let url = self.url.as_str();
         let form = [
             ("client_id", self.client_id.as_str()),

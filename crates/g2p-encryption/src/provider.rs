@@ -93,6 +93,13 @@ pub trait EncryptionProvider: Send + Sync + std::fmt::Debug {
 
     /// The public keys: encryption keys (`use: enc`) and signature keys (`use: sig`).
     async fn jwks(&self) -> Result<JwkSet, Error>;
+
+    /// Checks that the provider can serve requests now, for readiness probes: the key
+    /// manager is reachable and, for a remote one, a token is obtainable. The default asks
+    /// for the public keys.
+    async fn ready(&self) -> Result<(), Error> {
+        self.jwks().await.map(|_| ())
+    }
 }
 
 #[cfg(test)]

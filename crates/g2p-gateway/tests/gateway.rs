@@ -1,0 +1,727 @@
+//! The gateway through `app()` (no socket), over real providers: the embedded key manager,
+//! and the Keymanager provider in front of unreachable, hanging and real key managers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode};
+use g2p_encryption::{ProviderRegistry, b64};
+use g2p_encryption_keymanager::{KeymanagerConfig, KeymanagerProvider};
+use g2p_gateway::{ApiKey, ApiKeys, GatewayOptions, GatewayState, app, hash_key};
+use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, StoreOptions};
+use g2p_mosip::cipher::CipherParams;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+const REMOTE: ([u8; 4], u16) = ([192, 0, 2, 7], 40000);
+
+fn open_kms(dir: &std::path::Path) -> Arc<Kms> {
+    Arc::new(Kms::open(dir, Kek::load(dir, None).unwrap(), StoreOptions::default()).unwrap())
+}
+
+/// Two embedded providers over one store: `local` (default) and `other`, which seals with
+/// another aad, so the two cannot open each other's ciphertexts.
+fn registry(dir: &std::path::Path) -> ProviderRegistry {
+    let kms = open_kms(dir);
+    let mut registry = ProviderRegistry::new();
+    registry.insert(
+        "local",
+        Arc::new(LocalProvider::new(kms.clone(), LocalSettings::default())),
+    );
+    let other = LocalSettings {
+        encrypt_application_id: "RESIDENT".into(),
+        cipher_params: CipherParams::from_b64u(None, Some("b3RoZXItYWFk")).unwrap(),
+        ..LocalSettings::default()
+    };
+    registry.insert("other", Arc::new(LocalProvider::new(kms, other)));
+    registry
+}
+
+fn gateway(registry: ProviderRegistry, keys: ApiKeys, options: GatewayOptions) -> Router {
+    app(GatewayState::new(registry, keys, options).unwrap())
+}
+
+fn from(peer: ([u8; 4], u16), router: Router) -> Router {
+    router.layer(MockConnectInfo(SocketAddr::from(peer)))
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    raw: Vec<u8>,
+}
+
+async fn send(router: &Router, request: Request<Body>) -> Answer {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let raw = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+        raw,
+    }
+}
+
+async fn post_raw(router: &Router, path: &str, auth: Option<&str>, body: Vec<u8>) -> Answer {
+    let mut request = Request::post(path).header("content-type", "application/json");
+    if let Some(key) = auth {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    send(router, request.body(Body::from(body)).unwrap()).await
+}
+
+async fn post(router: &Router, path: &str, body: Value) -> Answer {
+    post_raw(router, path, None, serde_json::to_vec(&body).unwrap()).await
+}
+
+async fn get(router: &Router, path: &str) -> Answer {
+    send(router, Request::get(path).body(Body::empty()).unwrap()).await
+}
+
+fn assert_error(answer: &Answer, status: StatusCode, kind: &str) {
+    assert_eq!(answer.status, status, "{:?}", answer.body);
+    assert_eq!(answer.body["error"], kind, "{:?}", answer.body);
+    assert!(
+        answer.body["description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{:?}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn encrypt_decrypt_single_batch_and_provider_selection() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = from(
+        LOOPBACK,
+        gateway(
+            registry(dir.path()),
+            ApiKeys::none(),
+            GatewayOptions::default(),
+        ),
+    );
+    let plaintext = b64::encode_b64u(b"Amina Yusuf, 12 Market Road");
+    let ct = post(&router, "/v1/encrypt", json!({"data": plaintext})).await;
+    assert_eq!(ct.status, StatusCode::OK, "{:?}", ct.body);
+    let ciphertext = ct.body["data"].as_str().unwrap().to_string();
+    assert!(g2p_mosip::cipher::parse(&b64::decode_lenient(&ciphertext).unwrap()).is_ok());
+    let pt = post(&router, "/v1/decrypt", json!({"data": ciphertext})).await;
+    assert_eq!(pt.status, StatusCode::OK);
+    assert_eq!(pt.body["data"], plaintext);
+
+    // The other provider seals with another aad: its ciphertext is refused by the default.
+    let other = post(
+        &router,
+        "/v1/encrypt",
+        json!({"data": plaintext, "provider": "other"}),
+    )
+    .await;
+    let other_ct = other.body["data"].as_str().unwrap().to_string();
+    let refused = post(&router, "/v1/decrypt", json!({"data": other_ct})).await;
+    assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "refused");
+    let ok = post(
+        &router,
+        "/v1/decrypt",
+        json!({"data": other_ct, "provider": "other"}),
+    )
+    .await;
+    assert_eq!(ok.body["data"], plaintext);
+
+    // A batch with good and bad items answers each in order.
+    let mut tampered = b64::decode_lenient(&ciphertext).unwrap();
+    let n = tampered.len();
+    tampered[n - 1] ^= 1;
+    let batch = post(
+        &router,
+        "/v1/decrypt",
+        json!({"items": [
+            {"data": ciphertext},
+            {"data": "%%% not base64"},
+            {"data": b64::encode_b64u(&tampered)},
+            {"dat": "typo"},
+            {"data": ciphertext, "provider": "nope"},
+            {"data": other_ct, "provider": "other"},
+        ]}),
+    )
+    .await;
+    assert_eq!(batch.status, StatusCode::OK, "{:?}", batch.body);
+    let items = batch.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6);
+    assert_eq!(items[0]["data"], plaintext);
+    assert_eq!(items[1]["error"], "invalid_base64");
+    assert_eq!(items[2]["error"], "refused");
+    assert_eq!(items[3]["error"], "invalid_request");
+    assert!(
+        items[3]["description"]
+            .as_str()
+            .unwrap()
+            .contains("items[3]")
+    );
+    assert_eq!(items[4]["error"], "unknown_provider");
+    assert_eq!(items[5]["data"], plaintext);
+
+    // A batch-wide provider applies to items that do not name one.
+    let many: Vec<Value> = (0..40)
+        .map(|i| json!({"data": b64::encode_b64u(format!("record {i}").as_bytes())}))
+        .collect();
+    let sealed = post(
+        &router,
+        "/v1/encrypt",
+        json!({"items": many, "provider": "other"}),
+    )
+    .await;
+    let sealed: Vec<Value> = sealed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| json!({"data": i["data"]}))
+        .collect();
+    let opened = post(
+        &router,
+        "/v1/decrypt",
+        json!({"items": sealed, "provider": "other"}),
+    )
+    .await;
+    for (i, item) in opened.body["items"].as_array().unwrap().iter().enumerate() {
+        let bytes = b64::decode_lenient(item["data"].as_str().unwrap()).unwrap();
+        assert_eq!(bytes, format!("record {i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn sign_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = from(
+        LOOPBACK,
+        gateway(
+            registry(dir.path()),
+            ApiKeys::none(),
+            GatewayOptions::default(),
+        ),
+    );
+    let doc = json!({"beneficiary": "B-1029", "amount": 150, "currency": "KES"});
+    let signed = post(
+        &router,
+        "/v1/sign",
+        json!({"payload": doc, "include_certificate": true, "include_cert_hash": true}),
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::OK, "{:?}", signed.body);
+    let jws = signed.body["jws"].as_str().unwrap().to_string();
+    let header: Value =
+        serde_json::from_slice(&b64::decode_lenient(jws.split('.').next().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert!(
+        header["x5c"].is_array() && header["x5t#S256"].is_string(),
+        "{header}"
+    );
+
+    let verified = post(&router, "/v1/verify", json!({"jws": jws})).await;
+    assert_eq!(verified.status, StatusCode::OK);
+    assert_eq!(verified.body["valid"], true);
+    assert_eq!(verified.body["payload"], doc);
+    assert!(verified.body["kid"].is_string());
+
+    // Text, detached.
+    let detached = post(
+        &router,
+        "/v1/sign",
+        json!({"text": "pay 150 KES", "include_payload": false}),
+    )
+    .await;
+    let djws = detached.body["jws"].as_str().unwrap().to_string();
+    assert!(djws.contains(".."), "{djws}");
+    let ok = post(
+        &router,
+        "/v1/verify",
+        json!({"jws": djws, "text": "pay 150 KES"}),
+    )
+    .await;
+    assert_eq!(
+        (ok.body["valid"].clone(), ok.body["text"].clone()),
+        (json!(true), json!("pay 150 KES"))
+    );
+    let bad = post(
+        &router,
+        "/v1/verify",
+        json!({"jws": djws, "text": "pay 990 KES"}),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::OK);
+    assert_eq!(bad.body["valid"], false);
+    assert!(
+        bad.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{:?}",
+        bad.body
+    );
+    let missing = post(&router, "/v1/verify", json!({"jws": djws})).await;
+    assert_eq!(missing.body["valid"], false, "{:?}", missing.body);
+
+    // A tampered payload is not valid; a malformed token is a client error.
+    let parts: Vec<&str> = jws.split('.').collect();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64::encode_b64u(br#"{"amount":9999}"#),
+        parts[2]
+    );
+    let v = post(&router, "/v1/verify", json!({"jws": forged})).await;
+    assert_eq!(
+        (v.status, v.body["valid"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+    assert_error(
+        &post(&router, "/v1/verify", json!({"jws": "not-a-jws"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    assert_error(
+        &post(&router, "/v1/sign", json!({"payload": doc, "text": "x"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_error(
+        &post(&router, "/v1/sign", json!({"include_payload": true})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+
+    // Batches.
+    let batch = post(
+        &router,
+        "/v1/sign",
+        json!({"items": [{"payload": {"n": 1}}, {"text": "t"}, {}]}),
+    )
+    .await;
+    let items = batch.body["items"].as_array().unwrap();
+    assert!(items[0]["jws"].is_string() && items[1]["jws"].is_string());
+    assert_eq!(items[2]["error"], "invalid_request");
+    let checks = post(
+        &router,
+        "/v1/verify",
+        json!({"items": [{"jws": items[0]["jws"]}, {"jws": forged}, {"jws": "x.y"}]}),
+    )
+    .await;
+    let checks = checks.body["items"].as_array().unwrap();
+    assert_eq!(checks[0]["payload"], json!({"n": 1}));
+    assert_eq!(checks[1]["valid"], false);
+    assert_eq!(checks[2]["error"], "invalid_input");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = GatewayOptions {
+        body_limit: 64 * 1024,
+        batch_limit: 3,
+        ..GatewayOptions::default()
+    };
+    let router = from(
+        LOOPBACK,
+        gateway(registry(dir.path()), ApiKeys::none(), options),
+    );
+    let invalid = post_raw(&router, "/v1/encrypt", None, b"{\"data\": ".to_vec()).await;
+    assert_error(&invalid, StatusCode::BAD_REQUEST, "invalid_json");
+    assert_error(
+        &post(&router, "/v1/encrypt", json!(["data"])).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    let unknown = post(
+        &router,
+        "/v1/encrypt",
+        json!({"data": "AA", "colour": "red"}),
+    )
+    .await;
+    assert_error(&unknown, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        unknown.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("colour")
+    );
+    let missing = post(&router, "/v1/decrypt", json!({})).await;
+    assert!(
+        missing.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("data")
+    );
+    assert_error(
+        &post(&router, "/v1/decrypt", json!({"data": "@@@"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_base64",
+    );
+    assert_error(
+        &post(&router, "/v1/decrypt", json!({"data": "aGVsbG8"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    assert_error(
+        &post(
+            &router,
+            "/v1/encrypt",
+            json!({"data": "AA", "provider": "hsm"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "unknown_provider",
+    );
+    let too_many = post(
+        &router,
+        "/v1/encrypt",
+        json!({"items": [{"data": "AA"}, {"data": "AA"}, {"data": "AA"}, {"data": "AA"}]}),
+    )
+    .await;
+    assert_error(&too_many, StatusCode::BAD_REQUEST, "batch_too_large");
+    assert_error(
+        &post(&router, "/v1/encrypt", json!({"items": "AA"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_error(
+        &post(&router, "/v1/encrypt", json!({"items": [], "extra": 1})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    let big = json!({"data": "A".repeat(70 * 1024)});
+    let too_big = post(&router, "/v1/encrypt", big).await;
+    assert_error(&too_big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert!(
+        too_big.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("65536")
+    );
+    assert_error(
+        &get(&router, "/v2/encrypt").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &get(&router, "/v1/encrypt").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[tokio::test]
+async fn api_keys_and_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Without keys, only loopback clients.
+    let open = gateway(
+        registry(dir.path()),
+        ApiKeys::none(),
+        GatewayOptions::default(),
+    );
+    let remote = from(REMOTE, open.clone());
+    let refused = post(&remote, "/v1/encrypt", json!({"data": "AA"})).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        refused.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("loopback")
+    );
+    // Without a peer address at all, refused too (fail closed).
+    assert_error(
+        &post(&open, "/v1/encrypt", json!({"data": "AA"})).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+
+    let keys = ApiKeys::new(vec![
+        ApiKey::from_hash(
+            "registry",
+            &hash_key("key-registry-1"),
+            &["encrypt".into(), "verify".into()],
+        )
+        .unwrap(),
+        ApiKey::from_hash(
+            "payments",
+            &hash_key("key-payments-2"),
+            &["decrypt".into(), "sign".into()],
+        )
+        .unwrap(),
+    ]);
+    let dir2 = tempfile::tempdir().unwrap();
+    let router = from(
+        REMOTE,
+        gateway(registry(dir2.path()), keys, GatewayOptions::default()),
+    );
+    let body = || serde_json::to_vec(&json!({"data": "aGVsbG8"})).unwrap();
+    let none = post_raw(&router, "/v1/encrypt", None, body()).await;
+    assert_error(&none, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_error(
+        &post_raw(&router, "/v1/encrypt", Some("wrong"), body()).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let ct = post_raw(&router, "/v1/encrypt", Some("key-registry-1"), body()).await;
+    assert_eq!(ct.status, StatusCode::OK, "{:?}", ct.body);
+    let dec = serde_json::to_vec(&json!({"data": ct.body["data"]})).unwrap();
+    let forbidden = post_raw(&router, "/v1/decrypt", Some("key-registry-1"), dec.clone()).await;
+    assert_error(&forbidden, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        forbidden.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("decrypt")
+    );
+    let pt = post_raw(&router, "/v1/decrypt", Some("key-payments-2"), dec).await;
+    assert_eq!(pt.body["data"], "aGVsbG8");
+    let sign = serde_json::to_vec(&json!({"text": "t"})).unwrap();
+    assert_error(
+        &post_raw(&router, "/v1/sign", Some("key-registry-1"), sign.clone()).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let jws = post_raw(&router, "/v1/sign", Some("key-payments-2"), sign).await;
+    let verify = serde_json::to_vec(&json!({"jws": jws.body["jws"]})).unwrap();
+    assert_error(
+        &post_raw(
+            &router,
+            "/v1/verify",
+            Some("key-payments-2"),
+            verify.clone(),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_eq!(
+        post_raw(&router, "/v1/verify", Some("key-registry-1"), verify)
+            .await
+            .body["valid"],
+        true
+    );
+    // Keys, health and metrics are public, from anywhere.
+    for path in [
+        "/.well-known/jwks.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert_eq!(get(&router, path).await.status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn jwks_with_etag() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = from(
+        REMOTE,
+        gateway(
+            registry(dir.path()),
+            ApiKeys::none(),
+            GatewayOptions::default(),
+        ),
+    );
+    let first = get(&router, "/.well-known/jwks.json").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.headers["content-type"], "application/jwk-set+json");
+    assert_eq!(first.headers["cache-control"], "public, max-age=300");
+    let etag = first.headers["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let keys = first.body["keys"].as_array().unwrap();
+    let uses: Vec<&str> = keys.iter().filter_map(|k| k["use"].as_str()).collect();
+    assert!(uses.contains(&"enc") && uses.contains(&"sig"), "{uses:?}");
+    // Both providers' encryption keys (REGISTRATION and RESIDENT), once each.
+    let enc = keys.iter().filter(|k| k["use"] == "enc").count();
+    assert_eq!(enc, 2, "{keys:?}");
+    let again = get(&router, "/.well-known/jwks.json").await;
+    assert_eq!(again.headers["etag"], etag.as_str());
+    let cached = send(
+        &router,
+        Request::get("/.well-known/jwks.json")
+            .header("if-none-match", &etag)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+    assert!(cached.raw.is_empty());
+    assert_eq!(cached.headers["etag"], etag.as_str());
+    let stale = send(
+        &router,
+        Request::get("/.well-known/jwks.json")
+            .header("if-none-match", "\"old\"")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::OK);
+    // A rotation changes the set and its ETag.
+    open_kms(dir.path())
+        .store()
+        .rotate("REGISTRATION", "ENCRYPT")
+        .unwrap();
+    let rotated = get(&router, "/.well-known/jwks.json").await;
+    assert_ne!(rotated.headers["etag"], etag.as_str());
+}
+
+/// A Keymanager provider whose key manager refuses connections.
+fn unreachable_provider() -> KeymanagerProvider {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let settings = KeymanagerConfig::settings(
+        &format!("http://{addr}/v1/keymanager"),
+        &format!("http://{addr}/realms/openg2p/protocol/openid-connect/token"),
+        "client",
+        "never-in-a-log-9f3c",
+    );
+    KeymanagerProvider::new(settings.build().unwrap()).unwrap()
+}
+
+/// A Keymanager provider whose key manager accepts connections and never answers.
+async fn hanging_provider(timeout_secs: u64) -> KeymanagerProvider {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut settings = KeymanagerConfig::settings(
+        &format!("http://{addr}/v1/keymanager"),
+        &format!("http://{addr}/token"),
+        "client",
+        "secret",
+    );
+    settings.api_timeout = Some(timeout_secs);
+    KeymanagerProvider::new(settings.build().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn key_manager_failures_are_502_and_504_without_internals() {
+    let mut registry = ProviderRegistry::new();
+    registry.insert("down", Arc::new(unreachable_provider()));
+    registry.insert("slow", Arc::new(hanging_provider(1).await));
+    let router = from(
+        LOOPBACK,
+        gateway(registry, ApiKeys::none(), GatewayOptions::default()),
+    );
+    let down = post(&router, "/v1/sign", json!({"payload": {"a": 1}})).await;
+    assert_error(&down, StatusCode::BAD_GATEWAY, "kms_unavailable");
+    let text = String::from_utf8_lossy(&down.raw).to_string();
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("never-in-a-log"),
+        "{text}"
+    );
+    let slow = post(
+        &router,
+        "/v1/sign",
+        json!({"text": "x", "provider": "slow"}),
+    )
+    .await;
+    assert_error(&slow, StatusCode::GATEWAY_TIMEOUT, "kms_timeout");
+    // One failing item does not fail the batch.
+    let batch = post(
+        &router,
+        "/v1/encrypt",
+        json!({"items": [{"data": "AA"}, {"data": "@"}]}),
+    )
+    .await;
+    assert_eq!(batch.status, StatusCode::OK);
+    assert_eq!(batch.body["items"][0]["error"], "kms_unavailable");
+    assert_eq!(batch.body["items"][1]["error"], "invalid_base64");
+    // Not ready: the reason is given without internals.
+    let ready = get(&router, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["status"], "unavailable");
+    assert!(
+        ready.body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("kms_unavailable"),
+        "{:?}",
+        ready.body
+    );
+    assert_eq!(get(&router, "/healthz").await.body["status"], "ok");
+    // The key set cannot be served partially.
+    assert_error(
+        &get(&router, "/.well-known/jwks.json").await,
+        StatusCode::BAD_GATEWAY,
+        "kms_unavailable",
+    );
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_with_504() {
+    let mut registry = ProviderRegistry::new();
+    registry.insert("slow", Arc::new(hanging_provider(30).await));
+    let options = GatewayOptions {
+        request_timeout: Duration::from_millis(300),
+        ..GatewayOptions::default()
+    };
+    let router = from(LOOPBACK, gateway(registry, ApiKeys::none(), options));
+    let answer = post(&router, "/v1/sign", json!({"text": "x"})).await;
+    assert_error(&answer, StatusCode::GATEWAY_TIMEOUT, "timeout");
+    assert!(answer.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn health_metrics_and_request_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = from(
+        LOOPBACK,
+        gateway(
+            registry(dir.path()),
+            ApiKeys::none(),
+            GatewayOptions::default(),
+        ),
+    );
+    assert_eq!(get(&router, "/healthz").await.body, json!({"status": "ok"}));
+    let ready = get(&router, "/readyz").await;
+    assert_eq!(ready.body, json!({"status": "ready", "provider": "local"}));
+    post(&router, "/v1/encrypt", json!({"data": "aGVsbG8"})).await;
+    post(&router, "/v1/decrypt", json!({"data": "aGVsbG8"})).await;
+    let tagged = send(
+        &router,
+        Request::get("/healthz")
+            .header("x-request-id", "odoo-req-77")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(tagged.headers["x-request-id"], "odoo-req-77");
+    let generated = get(&router, "/healthz").await;
+    let id = generated.headers["x-request-id"].to_str().unwrap();
+    assert!(!id.is_empty() && id != "odoo-req-77");
+    let metrics = get(&router, "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = String::from_utf8(metrics.raw).unwrap();
+    for needle in [
+        "g2p_gateway_requests_total{route=\"/v1/encrypt\",status=\"200\"}",
+        "g2p_gateway_operation_duration_seconds_bucket{operation=\"encrypt\",provider=\"local\"",
+        "g2p_gateway_errors_total{operation=\"decrypt\",kind=\"invalid_input\"}",
+        "g2p_gateway_request_duration_seconds_count{route=\"/healthz\"}",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+}
