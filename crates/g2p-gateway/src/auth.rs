@@ -145,6 +145,11 @@ impl ApiKeys {
         self.keys.is_empty()
     }
 
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     fn find(&self, presented: &str) -> Option<&ApiKey> {
         let d = digest::digest(&digest::SHA256, presented.as_bytes());
         // Every key is compared, in constant time, so timing says nothing about which matched.

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use g2p_encryption::EncryptionProvider;
+use g2p_encryption::{EncryptionProvider, ProviderRegistry};
 use g2p_encryption_keymanager::{KeymanagerProvider, KeymanagerSettings};
 use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, StoreOptions};
 use g2p_mosip::cipher::CipherParams;
@@ -36,6 +36,79 @@ pub struct FileConfig {
     /// Named providers.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+    /// `g2p-keymanager serve`: the gateway.
+    #[serde(default)]
+    pub gateway: GatewayTable,
+}
+
+/// `[gateway]`: the HTTP gateway's address, limits and API keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayTable {
+    /// Address to listen on (default `127.0.0.1:8080`; `--listen` overrides).
+    pub listen: Option<String>,
+    /// Largest request body, bytes (default 4 MiB).
+    pub body_limit: Option<usize>,
+    /// Most items in one batch (default 1000).
+    pub batch_limit: Option<usize>,
+    /// Items of a batch processed at once (default 16).
+    pub batch_concurrency: Option<usize>,
+    /// Longest a request may take, seconds (default 30).
+    pub request_timeout: Option<f64>,
+    /// `Cache-Control: max-age` of the JWKS, seconds (default 300).
+    pub jwks_max_age: Option<u64>,
+    /// API keys, stored as hashes (`g2p-keymanager api-key new` makes one).
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyTable>,
+}
+
+/// `[[gateway.api_keys]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyTable {
+    /// A name for logs, e.g. the calling application.
+    pub name: String,
+    /// `sha256:<64 hex>` of the key.
+    pub hash: String,
+    /// What the key may do: `encrypt`, `decrypt`, `sign`, `verify`.
+    pub scopes: Vec<String>,
+}
+
+impl GatewayTable {
+    /// The gateway's options.
+    pub fn options(&self) -> Result<g2p_gateway::GatewayOptions, Failure> {
+        let defaults = g2p_gateway::GatewayOptions::default();
+        let request_timeout = match self.request_timeout {
+            Some(t) if t.is_finite() && t > 0.0 => std::time::Duration::from_secs_f64(t),
+            Some(t) => {
+                return Err(Failure::usage(format!(
+                    "gateway.request_timeout must be a positive number of seconds, not {t}"
+                )));
+            }
+            None => defaults.request_timeout,
+        };
+        Ok(g2p_gateway::GatewayOptions {
+            body_limit: self.body_limit.unwrap_or(defaults.body_limit),
+            batch_limit: self.batch_limit.unwrap_or(defaults.batch_limit),
+            batch_concurrency: self.batch_concurrency.unwrap_or(defaults.batch_concurrency),
+            request_timeout,
+            jwks_max_age: self
+                .jwks_max_age
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(defaults.jwks_max_age),
+        })
+    }
+
+    /// The configured API keys.
+    pub fn api_keys(&self) -> Result<g2p_gateway::ApiKeys, Failure> {
+        let keys = self
+            .api_keys
+            .iter()
+            .map(|k| g2p_gateway::ApiKey::from_hash(&k.name, &k.hash, &k.scopes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::usage(format!("gateway.api_keys: {e}")))?;
+        Ok(g2p_gateway::ApiKeys::new(keys))
+    }
 }
 
 /// One provider's table, selected by `type`.
@@ -84,9 +157,14 @@ pub fn open_kms(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<
         .map_err(|e| Failure::usage(e.to_string()))
 }
 
+/// Embedded key managers already opened, by data directory, so that providers over the same
+/// directory share one store.
+type OpenKms = BTreeMap<PathBuf, Arc<Kms>>;
+
 fn local_provider(
     table: LocalTable,
     env: &dyn Fn(&str) -> Option<String>,
+    opened: &mut OpenKms,
 ) -> Result<LocalProvider, Failure> {
     let cipher_params =
         CipherParams::from_b64u(table.encrypt_salt.as_deref(), table.encrypt_aad.as_deref())
@@ -108,7 +186,15 @@ fn local_provider(
         cipher_params,
     };
     let dir = data_dir(table.data_dir, env);
-    Ok(LocalProvider::new(open_kms(&dir, env)?, settings))
+    let kms = match opened.get(&dir) {
+        Some(kms) => kms.clone(),
+        None => {
+            let kms = open_kms(&dir, env)?;
+            opened.insert(dir, kms.clone());
+            kms
+        }
+    };
+    Ok(LocalProvider::new(kms, settings))
 }
 
 /// A provider ready to use.
@@ -203,25 +289,86 @@ impl FileConfig {
                 )));
             }
         };
-        let provider = match settings {
-            ProviderSettings::Keymanager(mut settings) => {
-                settings
-                    .apply_env(env)
-                    .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?;
-                let config = settings
-                    .build()
-                    .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?;
-                Provider::Keymanager(Arc::new(
-                    KeymanagerProvider::new(config)
-                        .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?,
-                ))
-            }
-            ProviderSettings::Local(table) => {
-                Provider::Local(Arc::new(local_provider(table, env)?))
-            }
-        };
+        let provider = build_one(&name, settings, env, &mut OpenKms::new())?;
         Ok((name, provider))
     }
+
+    /// Builds every configured provider for the gateway (the `KEYMANAGER_*` variables apply to
+    /// the default one). With none configured: `default`, from the environment or the
+    /// embedded key manager.
+    pub fn build_all(
+        mut self,
+        requested_default: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(ProviderRegistry, Vec<(String, Provider)>), Failure> {
+        let env = &env;
+        let default = self.selected_name(requested_default)?;
+        if self.providers.is_empty() {
+            let (name, provider) = self.build(requested_default, env)?;
+            let mut registry = ProviderRegistry::new();
+            registry.insert(name.clone(), provider.as_dyn());
+            return Ok((registry, vec![(name, provider)]));
+        }
+        if !self.providers.contains_key(&default) {
+            return Err(Failure::usage(format!(
+                "no provider named {default:?} (configured: {})",
+                self.providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut opened = OpenKms::new();
+        let mut built = Vec::new();
+        let mut registry = ProviderRegistry::new();
+        for (name, settings) in std::mem::take(&mut self.providers) {
+            // `KEYMANAGER_*` speak for the default provider only.
+            let apply_env: &dyn Fn(&str) -> Option<String> = if name == default {
+                env
+            } else {
+                &|k: &str| {
+                    if k.starts_with("KEYMANAGER_") {
+                        None
+                    } else {
+                        env(k)
+                    }
+                }
+            };
+            let provider = build_one(&name, settings, apply_env, &mut opened)?;
+            registry.insert(name.clone(), provider.as_dyn());
+            built.push((name, provider));
+        }
+        registry
+            .set_default(&default)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        Ok((registry, built))
+    }
+}
+
+fn build_one(
+    name: &str,
+    settings: ProviderSettings,
+    env: &dyn Fn(&str) -> Option<String>,
+    opened: &mut OpenKms,
+) -> Result<Provider, Failure> {
+    Ok(match settings {
+        ProviderSettings::Keymanager(mut settings) => {
+            settings
+                .apply_env(env)
+                .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?;
+            let config = settings
+                .build()
+                .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?;
+            Provider::Keymanager(Arc::new(
+                KeymanagerProvider::new(config)
+                    .map_err(|e| Failure::usage(format!("provider {name:?}: {e}")))?,
+            ))
+        }
+        ProviderSettings::Local(table) => {
+            Provider::Local(Arc::new(local_provider(table, env, opened)?))
+        }
+    })
 }
 
 #[cfg(test)]
@@ -308,6 +455,51 @@ encrypt_application_id = "RESIDENT"
             .build(Some("other"), |_| None)
             .unwrap_err();
         assert!(e.message.contains("none is configured"), "{}", e.message);
+    }
+
+    #[test]
+    fn build_all_serves_every_provider_with_the_environment_on_the_default_only() {
+        let env = |k: &str| (k == "KEYMANAGER_ENCRYPT_APPLICATION_ID").then(|| "ENV".to_string());
+        let (registry, built) = parse(TWO).build_all(None, env).unwrap();
+        assert_eq!(registry.default_name(), Some("b"));
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["a", "b"]);
+        for (name, provider) in &built {
+            let Provider::Keymanager(p) = provider else {
+                panic!("not a keymanager provider")
+            };
+            let expected = if name == "b" { "ENV" } else { "REGISTRATION" };
+            assert_eq!(p.client().config().encrypt_ids().0, expected, "{name}");
+        }
+        let e = parse(TWO).build_all(Some("zz"), |_| None).unwrap_err();
+        assert!(e.message.contains("zz"), "{}", e.message);
+        // Nothing configured: one default provider, the embedded key manager.
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap().to_string();
+        let (registry, built) = FileConfig::default()
+            .build_all(None, |k| (k == "G2P_DATA_DIR").then(|| data.clone()))
+            .unwrap();
+        assert_eq!(registry.default_name(), Some("default"));
+        assert!(matches!(built[0].1, Provider::Local(_)));
+    }
+
+    #[test]
+    fn gateway_table() {
+        let file =
+            parse("[gateway]\nlisten = \"0.0.0.0:9000\"\nbatch_limit = 5\nrequest_timeout = 2.5\n");
+        let options = file.gateway.options().unwrap();
+        assert_eq!(options.batch_limit, 5);
+        assert_eq!(options.request_timeout.as_millis(), 2500);
+        assert_eq!(
+            options.body_limit,
+            g2p_gateway::GatewayOptions::default().body_limit
+        );
+        let e = parse("[gateway]\nrequest_timeout = -1\n")
+            .gateway
+            .options()
+            .unwrap_err();
+        assert!(e.message.contains("request_timeout"), "{}", e.message);
+        let e = toml::from_str::<FileConfig>("[gateway]\nlisten_on = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("listen_on"), "{e}");
     }
 
     #[test]

@@ -153,7 +153,7 @@ fn default_client(dir: &std::path::Path) -> Result<Client, Failure> {
     ))
 }
 
-fn getrandom_fill(bytes: &mut [u8]) -> Result<(), Failure> {
+pub(crate) fn getrandom_fill(bytes: &mut [u8]) -> Result<(), Failure> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(bytes))
@@ -222,7 +222,7 @@ async fn serve_command(args: &ServeArgs) -> Result<(), Failure> {
         })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

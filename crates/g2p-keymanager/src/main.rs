@@ -7,6 +7,7 @@ mod config;
 mod failure;
 mod io;
 mod kms_cmd;
+mod serve_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,15 +35,35 @@ struct Cli {
         value_name = "PATH"
     )]
     config: Option<PathBuf>,
-    /// Provider to use (default: `default_provider` of the file, or `default`).
+    /// Provider to use (default: `default_provider` of the file, or `default`). For `serve`,
+    /// the default provider; every configured provider is served.
     #[arg(long, global = true, value_name = "NAME")]
     provider: Option<String>,
+    /// Log format on standard error: `text` or `json` (one object per line). The level comes
+    /// from `G2P_LOG` (e.g. `info`, `g2p_gateway=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP gateway (encrypt, decrypt, sign, verify, JWKS, health, metrics) over
+    /// the configured providers; without configuration, over the embedded key manager.
+    Serve(serve_cmd::ServeArgs),
+    /// Make or hash the gateway's API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(serve_cmd::ApiKeyCommand),
     /// Encrypt raw bytes; print the base64url ciphertext.
     Encrypt(commands::InOut),
     /// Decrypt a base64url ciphertext; print the raw plaintext.
@@ -64,10 +85,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Kms(command) = &cli.command {
         return kms_cmd::run(command).await;
     }
+    if let Command::ApiKey(command) = &cli.command {
+        return serve_cmd::api_key(command);
+    }
     let file = match &cli.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    if let Command::Serve(args) = &cli.command {
+        return serve_cmd::serve(file, cli.provider.as_deref(), args).await;
+    }
     let (name, provider) = file.build(cli.provider.as_deref(), |k| std::env::var(k).ok())?;
     tracing::debug!(provider = %name, "provider selected");
     match &cli.command {
@@ -77,19 +104,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify(args) => commands::verify(&provider, args).await,
         Command::Jwks => commands::jwks(&provider).await,
         Command::Token(args) => commands::token(&provider, args).await,
-        Command::Kms(_) => Ok(()),
+        Command::Kms(_) | Command::ApiKey(_) | Command::Serve(_) => Ok(()),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("G2P_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Services log their requests; one-shot commands only their warnings.
+    let default_level = match &cli.command {
+        Command::Serve(_) | Command::Kms(kms_cmd::KmsCommand::Serve(_)) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("G2P_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

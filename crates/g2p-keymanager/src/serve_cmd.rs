@@ -1,0 +1,149 @@
+//! `g2p-keymanager serve`: the gateway over the configured providers, and
+//! `g2p-keymanager api-key new`.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Subcommand};
+use g2p_gateway::{GatewayState, hash_key};
+
+use crate::config::{FileConfig, Provider};
+use crate::failure::{EXIT_UNAVAILABLE, Failure};
+use crate::kms_cmd::{getrandom_fill, shutdown_signal};
+
+/// The gateway's default address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: `[gateway] listen`, else 127.0.0.1:8080; port 0 picks a
+    /// free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `api-key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make a new random API key; print it, then the configuration lines with its hash.
+    New(NewKeyArgs),
+    /// Print the configuration hash of an existing key read from standard input.
+    Hash,
+}
+
+/// `api-key new` arguments.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// A name for logs, e.g. the calling application.
+    #[arg(long)]
+    pub name: String,
+    /// Scopes: encrypt, decrypt, sign, verify (repeat or separate with commas).
+    #[arg(long = "scope", value_delimiter = ',', required = true)]
+    pub scopes: Vec<String>,
+}
+
+fn describe(name: &str, provider: &Provider) -> String {
+    match provider {
+        Provider::Keymanager(p) => format!(
+            "provider {name}: keymanager at {}",
+            p.client().config().api_base_url()
+        ),
+        Provider::Local(_) => format!("provider {name}: embedded key manager"),
+    }
+}
+
+/// Runs the gateway until SIGINT/SIGTERM.
+pub async fn serve(
+    mut file: FileConfig,
+    provider: Option<&str>,
+    args: &ServeArgs,
+) -> Result<(), Failure> {
+    let gateway = std::mem::take(&mut file.gateway);
+    let listen = match (args.listen, &gateway.listen) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => text.parse().map_err(|e| {
+            Failure::usage(format!("gateway.listen {text:?} is not an address: {e}"))
+        })?,
+        (None, None) => DEFAULT_LISTEN
+            .parse()
+            .map_err(|e| Failure::usage(format!("{e}")))?,
+    };
+    let options = gateway.options()?;
+    let keys = gateway.api_keys()?;
+    let (registry, built) = file.build_all(provider, |k| std::env::var(k).ok())?;
+    let default = registry.default_name().unwrap_or("default").to_string();
+    let key_count = keys.len();
+    let state =
+        GatewayState::new(registry, keys, options).map_err(|e| Failure::usage(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure {
+            exit: EXIT_UNAVAILABLE,
+            message: format!("cannot listen on {listen}: {e}"),
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let mut banner = format!("http://{addr}\n");
+    for (name, provider) in &built {
+        banner.push_str(&describe(name, provider));
+        if *name == default {
+            banner.push_str(" (default)");
+        }
+        banner.push('\n');
+    }
+    if key_count == 0 {
+        banner.push_str(
+            "no API keys configured: only clients on this machine (loopback) are served\n",
+        );
+        tracing::warn!("no API keys configured: only loopback clients are served");
+    } else {
+        banner.push_str(&format!(
+            "{key_count} API key(s) configured: callers authenticate with Authorization: Bearer\n"
+        ));
+    }
+    crate::io::write_output(None, banner.as_bytes())?;
+    tracing::info!(%addr, providers = built.len(), default = %default, "gateway serving");
+    g2p_gateway::run(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| Failure {
+            exit: EXIT_UNAVAILABLE,
+            message: format!("gateway: {e}"),
+        })
+}
+
+/// Runs an `api-key` subcommand.
+pub fn api_key(command: &ApiKeyCommand) -> Result<(), Failure> {
+    match command {
+        ApiKeyCommand::New(args) => {
+            for scope in &args.scopes {
+                g2p_gateway::Scope::parse(scope).map_err(Failure::usage)?;
+            }
+            let mut bytes = [0u8; 32];
+            getrandom_fill(&mut bytes)?;
+            let key = format!("g2pk_{}", g2p_encryption::b64::encode_b64u(&bytes));
+            let scopes: Vec<String> = args
+                .scopes
+                .iter()
+                .map(|s| format!("{:?}", s.trim()))
+                .collect();
+            let out = format!(
+                "{key}\n# Give the key above to {name:?}; put these lines in the configuration file:\n[[gateway.api_keys]]\nname = {name:?}\nhash = \"{hash}\"\nscopes = [{scopes}]\n",
+                name = args.name,
+                hash = hash_key(&key),
+                scopes = scopes.join(", ")
+            );
+            crate::io::write_output(None, out.as_bytes())
+        }
+        ApiKeyCommand::Hash => {
+            let key = crate::io::read_input(None)?;
+            let key =
+                String::from_utf8(key).map_err(|_| Failure::usage("the key is not UTF-8 text"))?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(Failure::usage("no key on standard input"));
+            }
+            crate::io::write_output(None, format!("{}\n", hash_key(key)).as_bytes())
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! `g2p-keymanager serve` as a process: the bound address on the first line, the gateway over
+//! the embedded default or a configuration file's providers, API keys, JSON logs without
+//! secrets, and a clean exit on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+
+use g2p_testkit::FakeKeymanager;
+use serde_json::{Value, json};
+
+struct Served {
+    child: Child,
+    url: String,
+    banner: Vec<String>,
+}
+
+fn command(args: &[&str], data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_g2p-keymanager"));
+    for var in g2p_encryption_keymanager::config::ENVIRONMENT_VARIABLES {
+        cmd.env_remove(var);
+    }
+    cmd.env_remove("G2P_KEYMANAGER_CONFIG")
+        .env_remove("G2P_KMS_KEK")
+        .env_remove("G2P_LOG")
+        .env("G2P_DATA_DIR", data_dir)
+        .args(args);
+    cmd
+}
+
+/// Starts `serve`, reads the banner up to the first blank-free line set, returns the URL.
+fn start(args: &[&str], data_dir: &std::path::Path) -> Served {
+    let mut child = command(args, data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(
+        first.starts_with("http://127.0.0.1:"),
+        "first line: {first:?}"
+    );
+    // The banner: one line per provider, then one line about API keys.
+    let mut banner = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "banner ended early: {banner:?}"
+        );
+        let last = !line.starts_with("provider ");
+        banner.push(line.trim_end().to_string());
+        if last {
+            break;
+        }
+    }
+    Served {
+        child,
+        url: first.trim().to_string(),
+        banner,
+    }
+}
+
+fn stop(mut served: Served) -> (i32, String) {
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = served.child.wait().unwrap().code().unwrap();
+    let mut stderr = String::new();
+    served
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (code, stderr)
+}
+
+async fn post(url: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(url).json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn serves_the_embedded_key_manager_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = start(&["serve", "--listen", "127.0.0.1:0"], dir.path());
+    assert_eq!(
+        served.banner[0],
+        "provider default: embedded key manager (default)"
+    );
+    assert!(served.banner[1].contains("loopback"), "{:?}", served.banner);
+    let url = served.url.clone();
+    let data = g2p_encryption::b64::encode_b64u(b"Fatima Bello, +234 803 000 0000");
+    let (status, ct) = post(&format!("{url}/v1/encrypt"), None, json!({"data": data})).await;
+    assert_eq!(status, 200, "{ct}");
+    let (_, pt) = post(
+        &format!("{url}/v1/decrypt"),
+        None,
+        json!({"data": ct["data"]}),
+    )
+    .await;
+    assert_eq!(pt["data"], data.as_str());
+    let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let (code, stderr) = stop(served);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("request done"), "{stderr}");
+    // The store the gateway used is the one the CLI uses.
+    assert!(dir.path().join("keys.db").exists());
+}
+
+#[tokio::test]
+async fn serves_configured_providers_with_api_keys_and_json_logs() {
+    let fake = FakeKeymanager::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A key made by the CLI.
+    let made = command(
+        &[
+            "api-key",
+            "new",
+            "--name",
+            "registry",
+            "--scope",
+            "encrypt,decrypt",
+        ],
+        dir.path(),
+    )
+    .output()
+    .unwrap();
+    assert!(made.status.success());
+    let made = String::from_utf8(made.stdout).unwrap();
+    let key = made.lines().next().unwrap().to_string();
+    let snippet: String = made
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = dir.path().join("g2p.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"default_provider = "local"
+
+[providers.local]
+type = "local"
+
+[providers.mosip]
+type = "keymanager"
+api_base_url = "{}"
+auth_url = "{}"
+auth_client_id = "{}"
+auth_client_secret = "{}"
+
+[gateway]
+listen = "127.0.0.1:0"
+batch_limit = 2
+
+{snippet}
+"#,
+            fake.api_base_url(),
+            fake.auth_url(),
+            fake.options().client_id,
+            fake.options().client_secret,
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let served = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        let config_arg = config_arg.to_string();
+        move || {
+            start(
+                &["serve", "--config", &config_arg, "--log-format", "json"],
+                &dir,
+            )
+        }
+    });
+    let served = served.await.unwrap();
+    assert!(
+        served
+            .banner
+            .iter()
+            .any(|l| l.starts_with("provider local: embedded")),
+        "{:?}",
+        served.banner
+    );
+    let url = served.url.clone();
+    let secret_text = "Grace Wanjiru, national id 29384756";
+    let data = g2p_encryption::b64::encode_b64u(secret_text.as_bytes());
+    let (status, body) = post(&format!("{url}/v1/encrypt"), None, json!({"data": data})).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("unauthorized"))
+    );
+    let (status, ct) = post(
+        &format!("{url}/v1/encrypt"),
+        Some(&key),
+        json!({"data": data, "provider": "mosip"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{ct}");
+    let (status, pt) = post(
+        &format!("{url}/v1/decrypt"),
+        Some(&key),
+        json!({"data": ct["data"], "provider": "mosip"}),
+    )
+    .await;
+    assert_eq!((status, pt["data"].clone()), (200, json!(data)));
+    let (status, body) = post(&format!("{url}/v1/sign"), Some(&key), json!({"text": "x"})).await;
+    assert_eq!((status, body["error"].clone()), (403, json!("forbidden")));
+    let (status, body) = post(
+        &format!("{url}/v1/encrypt"),
+        Some(&key),
+        json!({"items": [{"data": "AA"}, {"data": "AA"}, {"data": "AA"}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("batch_too_large"))
+    );
+    let (code, stderr) = stop(served);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "request done" && l["fields"]["status"] == 401),
+        "{stderr}"
+    );
+    for secret in [
+        key.as_str(),
+        secret_text,
+        data.as_str(),
+        fake.options().client_secret.as_str(),
+    ] {
+        assert!(
+            !stderr.contains(secret),
+            "the log contains a secret: {secret}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_gateway_configuration_is_refused_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("g2p.toml");
+    std::fs::write(
+        &config,
+        "[[gateway.api_keys]]\nname = \"x\"\nhash = \"g2pk_plaintext\"\nscopes = [\"encrypt\"]\n",
+    )
+    .unwrap();
+    let out = command(&["serve", "--config", config.to_str().unwrap()], dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("sha256:"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    std::fs::write(&config, "[gateway]\nlisten = \"everywhere\"\n").unwrap();
+    let out = command(&["serve", "--config", config.to_str().unwrap()], dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("everywhere")
+    );
+    // `api-key hash` agrees with the hash `api-key new` printed.
+    let made = command(
+        &["api-key", "new", "--name", "n", "--scope", "verify"],
+        dir.path(),
+    )
+    .output()
+    .unwrap();
+    let made = String::from_utf8(made.stdout).unwrap();
+    let key = made.lines().next().unwrap();
+    let mut hash = command(&["api-key", "hash"], dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut hash.stdin.take().unwrap(),
+        format!("{key}\n").as_bytes(),
+    )
+    .unwrap();
+    let hashed = String::from_utf8(hash.wait_with_output().unwrap().stdout).unwrap();
+    assert!(made.contains(hashed.trim()), "{made}\n{hashed}");
+    let bad = command(
+        &["api-key", "new", "--name", "n", "--scope", "admin"],
+        dir.path(),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
