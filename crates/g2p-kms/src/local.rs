@@ -1,6 +1,7 @@
 //! [`LocalProvider`]: the [`EncryptionProvider`] over the embedded key manager, in process.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use g2p_encryption::jws::VerificationKeys;
@@ -63,7 +64,27 @@ impl Default for LocalSettings {
 pub struct LocalProvider {
     kms: Arc<Kms>,
     settings: Arc<LocalSettings>,
+    verify_keys: Arc<VerifyKeys>,
 }
+
+/// The signing keys' public halves, parsed once. Keys are only ever added (rotation keeps the
+/// old ones), so the set is reloaded only when a token names a key it does not hold, and at
+/// most once per [`VERIFY_RELOAD_INTERVAL`] so made-up key ids cannot make every request
+/// read the store.
+#[derive(Default)]
+struct VerifyKeys {
+    keys: std::sync::RwLock<Option<Arc<VerificationKeys>>>,
+    last_reload: std::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for VerifyKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKeys").finish_non_exhaustive()
+    }
+}
+
+/// Least time between two reloads of the verification keys caused by unknown keys.
+const VERIFY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, KmsError> + Send + 'static,
@@ -80,7 +101,42 @@ impl LocalProvider {
         LocalProvider {
             kms,
             settings: Arc::new(settings),
+            verify_keys: Arc::new(VerifyKeys::default()),
         }
+    }
+
+    async fn load_verify_keys(&self) -> Result<Arc<VerificationKeys>, Error> {
+        let (kms, s) = (self.kms.clone(), self.settings.clone());
+        let set = blocking(move || {
+            Self::jwk_set(
+                &kms,
+                &s.sign_application_id,
+                &s.sign_reference_id,
+                KeyUse::Sig,
+            )
+        })
+        .await?;
+        let keys = Arc::new(VerificationKeys::from_jwks(&set)?);
+        *self
+            .verify_keys
+            .keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(keys.clone());
+        Ok(keys)
+    }
+
+    /// Whether an unknown key may trigger a reload now (and, if so, records it).
+    fn may_reload(&self) -> bool {
+        let mut last = self
+            .verify_keys
+            .last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < VERIFY_RELOAD_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// The key manager.
@@ -173,17 +229,26 @@ impl EncryptionProvider for LocalProvider {
         } else if token.is_detached() {
             return Err(Error::InvalidSignature(SignatureError::MissingPayload));
         }
-        let (kms, s) = (self.kms.clone(), self.settings.clone());
-        let set = blocking(move || {
-            Self::jwk_set(
-                &kms,
-                &s.sign_application_id,
-                &s.sign_reference_id,
-                KeyUse::Sig,
-            )
-        })
-        .await?;
-        token.verify_with(&VerificationKeys::from_jwks(&set)?)
+        let cached = self
+            .verify_keys
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (keys, fresh) = match cached {
+            Some(keys) => (keys, false),
+            None => (self.load_verify_keys().await?, true),
+        };
+        match token.verify_with(&keys) {
+            Err(Error::InvalidSignature(
+                SignatureError::UnknownKey(_)
+                | SignatureError::UntrustedCertificate
+                | SignatureError::NoKey,
+            )) if !fresh && self.may_reload() => {
+                token.verify_with(&*self.load_verify_keys().await?)
+            }
+            result => result,
+        }
     }
 
     async fn jwks(&self) -> Result<JwkSet, Error> {

@@ -156,6 +156,17 @@ pub struct KeyStore {
     kek: Kek,
     policies: Policies,
     loaded: Mutex<HashMap<String, Arc<LoadedKey>>>,
+    records: Mutex<RecordCache>,
+}
+
+/// Records read recently, valid while the database is unchanged: neither this connection
+/// (`total_changes`) nor another one, in this process or another (`PRAGMA data_version`),
+/// has written since. Saves a query and a certificate parse on every decrypt and sign.
+#[derive(Default)]
+struct RecordCache {
+    stamp: (i64, u64),
+    by_thumbprint: HashMap<String, KeyRecord>,
+    current: HashMap<(String, String), KeyRecord>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -342,6 +353,7 @@ impl KeyStore {
             kek,
             policies: options.policies,
             loaded: Mutex::new(HashMap::new()),
+            records: Mutex::new(RecordCache::default()),
         };
         store.migrate()?;
         store.check_kek()?;
@@ -358,6 +370,24 @@ impl KeyStore {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The record cache, emptied first when the database changed since it was filled.
+    fn records(&self) -> Result<std::sync::MutexGuard<'_, RecordCache>, KmsError> {
+        let stamp = {
+            let conn = self.conn();
+            let version: i64 = conn
+                .prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))?;
+            (version, conn.total_changes())
+        };
+        let mut cache = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.stamp != stamp {
+            cache.by_thumbprint.clear();
+            cache.current.clear();
+            cache.stamp = stamp;
+        }
+        Ok(cache)
     }
 
     fn migrate(&self) -> Result<(), KmsError> {
@@ -501,10 +531,24 @@ impl KeyStore {
         &self,
         thumbprint_hex: &str,
     ) -> Result<Option<KeyRecord>, KmsError> {
-        Ok(self
+        if let Some(record) = self.records()?.by_thumbprint.get(thumbprint_hex) {
+            return Ok(Some(record.clone()));
+        }
+        let stamp = self.records()?.stamp;
+        let found = self
             .select("thumbprint = ?1", &[&thumbprint_hex])?
             .into_iter()
-            .next())
+            .next();
+        if let Some(record) = &found {
+            let mut cache = self.records()?;
+            // Kept only when nothing was written while reading.
+            if cache.stamp == stamp {
+                cache
+                    .by_thumbprint
+                    .insert(thumbprint_hex.to_string(), record.clone());
+            }
+        }
+        Ok(found)
     }
 
     /// The record with this keyId.
@@ -570,13 +614,29 @@ impl KeyStore {
     ) -> Result<Option<KeyRecord>, KmsError> {
         let kind = KeyKind::of(application_id, reference_id);
         let margin = self.pre_expire_seconds(kind, application_id);
-        Ok(self
+        let current_at = |r: &KeyRecord| r.generated_at <= at && at < r.expires_at - margin;
+        let pair = (application_id.to_string(), reference_id.to_string());
+        let stamp = {
+            let cache = self.records()?;
+            if let Some(record) = cache.current.get(&pair).filter(|r| current_at(r)) {
+                return Ok(Some(record.clone()));
+            }
+            cache.stamp
+        };
+        let found = self
             .select(
                 "application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4 ORDER BY generated_at DESC, rowid DESC",
                 &[&application_id, &reference_id, &at, &margin],
             )?
             .into_iter()
-            .next())
+            .next();
+        if let Some(record) = &found {
+            let mut cache = self.records()?;
+            if cache.stamp == stamp {
+                cache.current.insert(pair, record.clone());
+            }
+        }
+        Ok(found)
     }
 
     /// The current key of `(app, ref)`, generated when none is current (spec 6.3): base

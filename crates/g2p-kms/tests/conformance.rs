@@ -483,6 +483,47 @@ async fn rotation_keeps_old_data_and_tokens_valid() {
 }
 
 #[tokio::test]
+async fn a_rotation_by_another_process_is_seen_at_once() {
+    // Two handles on one data directory, as `kms serve` and `kms keys rotate` are.
+    let dir = tempfile::tempdir().unwrap();
+    let serving = LocalProvider::new(open(dir.path()), LocalSettings::default());
+    let first = serving.encrypt(b"one").await.unwrap();
+    let first_again = serving.encrypt(b"two").await.unwrap();
+    let tp = |ct: &[u8]| {
+        g2p_mosip::cipher::parse(ct)
+            .unwrap()
+            .thumbprint_hex()
+            .unwrap()
+    };
+    assert_eq!(tp(&first), tp(&first_again));
+    let admin = open(dir.path());
+    let rotated = admin.store().rotate("REGISTRATION", "ENCRYPT").unwrap();
+    let after = serving.encrypt(b"three").await.unwrap();
+    assert_eq!(
+        tp(&after),
+        rotated.thumbprint,
+        "the serving handle kept the old key"
+    );
+    assert_eq!(serving.decrypt(&first).await.unwrap(), b"one");
+    assert_eq!(serving.decrypt(&after).await.unwrap(), b"three");
+    // Verification keys are cached; a token from a key made since is still verified.
+    let options = SignOptions::default();
+    let old = serving
+        .jwt_sign(&SignPayload::Text("a".into()), &options)
+        .await
+        .unwrap();
+    serving.jwt_verify(&old, None).await.unwrap();
+    let new_key = admin.store().rotate("ID_REPO", "").unwrap();
+    let new = serving
+        .jwt_sign(&SignPayload::Text("b".into()), &options)
+        .await
+        .unwrap();
+    let verified = serving.jwt_verify(&new, None).await.unwrap();
+    assert_eq!(verified.key_id(), Some(new_key.key_id.as_str()));
+    serving.jwt_verify(&old, None).await.unwrap();
+}
+
+#[tokio::test]
 async fn data_survives_a_restart_and_a_wrong_kek_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ct = {

@@ -119,7 +119,14 @@ pub struct Realm {
     verification: VerificationKeys,
     clients: HashMap<String, Client>,
     token_lifetime: i64,
+    /// Tokens already verified, by SHA-256 (not the tokens themselves): expiry and principal.
+    /// The realm's key lives as long as the process, so a verified token stays good until it
+    /// expires; this spares an RSA verification on every request.
+    verified: std::sync::Mutex<HashMap<[u8; 32], (i64, Principal)>>,
 }
+
+/// Most tokens remembered as verified; the cache starts over beyond this.
+const VERIFIED_TOKENS: usize = 4096;
 
 impl std::fmt::Debug for Realm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,6 +187,7 @@ impl Realm {
             verification,
             clients: clients.into_iter().map(|c| (c.id.clone(), c)).collect(),
             token_lifetime,
+            verified: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -286,6 +294,34 @@ impl Realm {
     /// # Errors
     /// [`AuthFailure::Unauthenticated`] naming the check that failed.
     pub fn validate(&self, token: &str) -> Result<Principal, AuthFailure> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+                .as_ref()
+                .try_into()
+                .unwrap_or([0; 32]);
+        {
+            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((exp, principal)) = cache.get(&digest) {
+                if *exp > now {
+                    return Ok(principal.clone());
+                }
+                return Err(AuthFailure::Unauthenticated("token expired"));
+            }
+        }
+        let (exp, principal) = self.verify_token(token, now)?;
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_TOKENS {
+            cache.retain(|_, (e, _)| *e > now);
+            if cache.len() >= VERIFIED_TOKENS {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (exp, principal.clone()));
+        Ok(principal)
+    }
+
+    fn verify_token(&self, token: &str, now: i64) -> Result<(i64, Principal), AuthFailure> {
         let parsed = UnverifiedJws::parse(token)
             .map_err(|_| AuthFailure::Unauthenticated("token is not a JWT"))?;
         let verified = parsed
@@ -293,8 +329,8 @@ impl Realm {
             .map_err(|_| AuthFailure::Unauthenticated("token signature"))?;
         let claims: Value = serde_json::from_slice(verified.payload())
             .map_err(|_| AuthFailure::Unauthenticated("token claims"))?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
+        let exp = claims["exp"].as_i64().unwrap_or(0);
+        if exp <= now {
             return Err(AuthFailure::Unauthenticated("token expired"));
         }
         if claims["iss"].as_str() != Some(self.issuer.as_str()) {
@@ -312,10 +348,13 @@ impl Realm {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Principal {
-            client_id: client_id.into(),
-            roles,
-        })
+        Ok((
+            exp,
+            Principal {
+                client_id: client_id.into(),
+                roles,
+            },
+        ))
     }
 }
 
@@ -392,6 +431,47 @@ mod tests {
             AuthFailure::Unauthenticated("token signature")
         );
         assert!(format!("{:?}", r).contains("[redacted]") && !format!("{:?}", r).contains("pw"));
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_tampering_is_still_caught() {
+        let r = Realm::new(
+            "openg2p",
+            "http://kms",
+            vec![Client::parse("app:pw").unwrap()],
+            1,
+        )
+        .unwrap();
+        let answer = r
+            .issue(
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "app"),
+                    ("client_secret", "pw"),
+                ]),
+                None,
+            )
+            .unwrap();
+        let token = answer["access_token"].as_str().unwrap().to_string();
+        assert!(r.validate(&token).is_ok());
+        assert!(r.validate(&token).is_ok(), "second time, from the cache");
+        // Another payload under the same signature.
+        let parts: Vec<&str> = token.split('.').collect();
+        let tampered = format!(
+            "{}.{}x.{}",
+            parts[0],
+            &parts[1][..parts[1].len() - 1],
+            parts[2]
+        );
+        assert_eq!(
+            r.validate(&tampered).unwrap_err(),
+            AuthFailure::Unauthenticated("token signature")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(
+            r.validate(&token).unwrap_err(),
+            AuthFailure::Unauthenticated("token expired")
+        );
     }
 
     #[test]
