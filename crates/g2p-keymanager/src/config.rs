@@ -39,6 +39,108 @@ pub struct FileConfig {
     /// `g2p-keymanager serve`: the gateway.
     #[serde(default)]
     pub gateway: GatewayTable,
+    /// The embedded key manager: its data directory, key policies and `kms serve`.
+    #[serde(default)]
+    pub kms: KmsTable,
+}
+
+/// `[kms]`: the embedded key manager, for `kms serve`, `kms keys` and `type = "local"`
+/// providers.
+///
+/// ```toml
+/// [kms]
+/// data_dir = "/var/lib/g2p-keymanager"
+/// listen = "127.0.0.1:8088"
+/// admit_unknown_applications = false
+/// clients = [{ id = "openg2p-admin-client", secret = "...", roles = ["KEY_MAKER"] }]
+///
+/// [kms.policies.SOCIAL_REGISTRY]
+/// validity_days = 730
+/// pre_expire_days = 30
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsTable {
+    /// Data directory (default `$G2P_DATA_DIR`, else `./g2p-data`; `--data-dir` overrides).
+    pub data_dir: Option<PathBuf>,
+    /// `kms serve` address (default `127.0.0.1:8088`; `--listen` overrides).
+    pub listen: Option<String>,
+    /// Realm of the token endpoint (default `openg2p`).
+    pub realm: Option<String>,
+    /// Lifetime of issued tokens, seconds (default 300).
+    pub token_lifetime: Option<i64>,
+    /// Clients of the token endpoint (added to `--client`).
+    #[serde(default)]
+    pub clients: Vec<ClientTable>,
+    /// Key policies by application, added to (or replacing rows of) the spec's table.
+    #[serde(default)]
+    pub policies: BTreeMap<String, g2p_kms::KeyPolicy>,
+    /// Give applications without a policy the standard one (1095 / 60 days) instead of
+    /// refusing them with KER-KMS-002.
+    #[serde(default)]
+    pub admit_unknown_applications: bool,
+    /// Applications whose master keys are made at first start (default REGISTRATION, ID_REPO,
+    /// KERNEL, OPENG2P).
+    pub initial_applications: Option<Vec<String>>,
+}
+
+/// One client of the token endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTable {
+    /// `client_id`.
+    pub id: String,
+    /// `client_secret`.
+    pub secret: secrecy::SecretString,
+    /// Realm roles in its tokens (default: the crypto and admin roles).
+    pub roles: Option<Vec<String>>,
+}
+
+impl KmsTable {
+    /// The store's options: the spec's policies plus the configured ones.
+    pub fn store_options(&self) -> Result<StoreOptions, Failure> {
+        let mut options = StoreOptions::default();
+        for (app, policy) in &self.policies {
+            if policy.validity_days <= 0
+                || policy.pre_expire_days < 0
+                || policy.pre_expire_days >= policy.validity_days
+            {
+                return Err(Failure::usage(format!(
+                    "kms.policies.{app}: validity_days must be positive and pre_expire_days between 0 and validity_days"
+                )));
+            }
+            options.policies.set(app, *policy);
+        }
+        if self.admit_unknown_applications {
+            options
+                .policies
+                .admit_unknown_applications(Some(g2p_kms::policy::Policies::standard()));
+        }
+        if let Some(apps) = &self.initial_applications {
+            options.initial_applications = apps.clone();
+        }
+        Ok(options)
+    }
+
+    /// The configured clients.
+    pub fn clients(&self) -> Vec<g2p_kms::server::auth::Client> {
+        use secrecy::ExposeSecret;
+        self.clients
+            .iter()
+            .map(|c| {
+                g2p_kms::server::auth::Client::new(
+                    &c.id,
+                    c.secret.expose_secret(),
+                    c.roles.clone().unwrap_or_else(|| {
+                        g2p_kms::server::auth::DEFAULT_CLIENT_ROLES
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect()
+                    }),
+                )
+            })
+            .collect()
+    }
 }
 
 /// `[gateway]`: the HTTP gateway's address, limits and API keys.
@@ -149,10 +251,14 @@ pub fn data_dir(given: Option<PathBuf>, env: &dyn Fn(&str) -> Option<String>) ->
 }
 
 /// Opens the embedded key manager in `dir`.
-pub fn open_kms(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<Kms>, Failure> {
+pub fn open_kms(
+    dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    options: StoreOptions,
+) -> Result<Arc<Kms>, Failure> {
     let kek = Kek::load(dir, env(g2p_kms::kek::KEK_ENV).as_deref())
         .map_err(|e| Failure::usage(e.to_string()))?;
-    Kms::open(dir, kek, StoreOptions::default())
+    Kms::open(dir, kek, options)
         .map(Arc::new)
         .map_err(|e| Failure::usage(e.to_string()))
 }
@@ -161,10 +267,16 @@ pub fn open_kms(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<
 /// directory share one store.
 type OpenKms = BTreeMap<PathBuf, Arc<Kms>>;
 
+/// How embedded key managers are opened: the `[kms]` table's directory and policies.
+struct Embedded<'a> {
+    kms: &'a KmsTable,
+    opened: OpenKms,
+}
+
 fn local_provider(
     table: LocalTable,
     env: &dyn Fn(&str) -> Option<String>,
-    opened: &mut OpenKms,
+    embedded: &mut Embedded<'_>,
 ) -> Result<LocalProvider, Failure> {
     let cipher_params =
         CipherParams::from_b64u(table.encrypt_salt.as_deref(), table.encrypt_aad.as_deref())
@@ -185,12 +297,12 @@ fn local_provider(
             .unwrap_or(defaults.sign_reference_id),
         cipher_params,
     };
-    let dir = data_dir(table.data_dir, env);
-    let kms = match opened.get(&dir) {
+    let dir = data_dir(table.data_dir.or(embedded.kms.data_dir.clone()), env);
+    let kms = match embedded.opened.get(&dir) {
         Some(kms) => kms.clone(),
         None => {
-            let kms = open_kms(&dir, env)?;
-            opened.insert(dir, kms.clone());
+            let kms = open_kms(&dir, env, embedded.kms.store_options()?)?;
+            embedded.opened.insert(dir, kms.clone());
             kms
         }
     };
@@ -289,7 +401,11 @@ impl FileConfig {
                 )));
             }
         };
-        let provider = build_one(&name, settings, env, &mut OpenKms::new())?;
+        let mut embedded = Embedded {
+            kms: &self.kms,
+            opened: OpenKms::new(),
+        };
+        let provider = build_one(&name, settings, env, &mut embedded)?;
         Ok((name, provider))
     }
 
@@ -319,7 +435,10 @@ impl FileConfig {
                     .join(", ")
             )));
         }
-        let mut opened = OpenKms::new();
+        let mut embedded = Embedded {
+            kms: &self.kms,
+            opened: OpenKms::new(),
+        };
         let mut built = Vec::new();
         let mut registry = ProviderRegistry::new();
         for (name, settings) in std::mem::take(&mut self.providers) {
@@ -335,7 +454,7 @@ impl FileConfig {
                     }
                 }
             };
-            let provider = build_one(&name, settings, apply_env, &mut opened)?;
+            let provider = build_one(&name, settings, apply_env, &mut embedded)?;
             registry.insert(name.clone(), provider.as_dyn());
             built.push((name, provider));
         }
@@ -350,7 +469,7 @@ fn build_one(
     name: &str,
     settings: ProviderSettings,
     env: &dyn Fn(&str) -> Option<String>,
-    opened: &mut OpenKms,
+    embedded: &mut Embedded<'_>,
 ) -> Result<Provider, Failure> {
     Ok(match settings {
         ProviderSettings::Keymanager(mut settings) => {
@@ -366,7 +485,7 @@ fn build_one(
             ))
         }
         ProviderSettings::Local(table) => {
-            Provider::Local(Arc::new(local_provider(table, env, opened)?))
+            Provider::Local(Arc::new(local_provider(table, env, embedded)?))
         }
     })
 }

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use g2p_kms::server::auth::{Client, Realm};
 use g2p_kms::server::{ServerState, serve};
 
-use crate::config::{data_dir, open_kms};
+use crate::config::{FileConfig, data_dir, open_kms};
 use crate::failure::{EXIT_UNAVAILABLE, Failure};
 
 /// `kms` subcommands.
@@ -54,21 +54,27 @@ pub struct RotateArgs {
 /// `kms serve` arguments.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8088")]
-    pub listen: SocketAddr,
+    /// Address to listen on (default: `[kms] listen`, else 127.0.0.1:8088; port 0 picks a
+    /// free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
     #[command(flatten)]
     pub dir: DataDirArg,
-    /// Realm of the token endpoint.
-    #[arg(long, default_value = "openg2p")]
-    pub realm: String,
-    /// A client allowed to get tokens, `ID:SECRET` or `ID:SECRET:ROLE,ROLE` (repeatable).
-    /// Without any, a client `openg2p-admin-client` with a secret kept in the data directory.
+    /// Realm of the token endpoint (default: `[kms] realm`, else `openg2p`).
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// A client allowed to get tokens, `ID:SECRET` or `ID:SECRET:ROLE,ROLE` (repeatable; the
+    /// `[kms] clients` of the configuration file are added). Without any, a client
+    /// `openg2p-admin-client` with a secret kept in the data directory.
     #[arg(long = "client", value_name = "ID:SECRET")]
     pub clients: Vec<String>,
-    /// Lifetime of issued tokens, seconds.
-    #[arg(long, default_value_t = 300)]
-    pub token_lifetime: i64,
+    /// Lifetime of issued tokens, seconds (default: `[kms] token_lifetime`, else 300).
+    #[arg(long)]
+    pub token_lifetime: Option<i64>,
+    /// Give applications without a key policy the standard one instead of refusing them
+    /// with KER-KMS-002 (also `[kms] admit_unknown_applications`).
+    #[arg(long)]
+    pub admit_unknown_applications: bool,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -76,10 +82,15 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// Runs a `kms` subcommand.
-pub async fn run(command: &KmsCommand) -> Result<(), Failure> {
+pub async fn run(command: &KmsCommand, file: &mut FileConfig) -> Result<(), Failure> {
+    let given_dir = |arg: &Option<PathBuf>| arg.clone().or(file.kms.data_dir.clone());
     match command {
         KmsCommand::Keys(KeysCommand::List(dir)) => {
-            let kms = open_kms(&data_dir(dir.data_dir.clone(), &env), &env)?;
+            let kms = open_kms(
+                &data_dir(given_dir(&dir.data_dir), &env),
+                &env,
+                file.kms.store_options()?,
+            )?;
             let mut out = String::from(
                 "application\treference\tkey_id\tthumbprint\tissued_at\texpires_at\tkind\n",
             );
@@ -106,7 +117,11 @@ pub async fn run(command: &KmsCommand) -> Result<(), Failure> {
             crate::io::write_output(None, out.as_bytes())
         }
         KmsCommand::Keys(KeysCommand::Rotate(args)) => {
-            let kms = open_kms(&data_dir(args.dir.data_dir.clone(), &env), &env)?;
+            let kms = open_kms(
+                &data_dir(given_dir(&args.dir.data_dir), &env),
+                &env,
+                file.kms.store_options()?,
+            )?;
             let record = kms
                 .store()
                 .rotate(&args.app, &args.reference)
@@ -116,7 +131,7 @@ pub async fn run(command: &KmsCommand) -> Result<(), Failure> {
                 format!("{}\t{}\n", record.key_id, record.thumbprint).as_bytes(),
             )
         }
-        KmsCommand::Serve(args) => serve_command(args).await,
+        KmsCommand::Serve(args) => serve_command(args, file).await,
     }
 }
 
@@ -172,12 +187,34 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(data)
 }
 
-async fn serve_command(args: &ServeArgs) -> Result<(), Failure> {
-    let dir = data_dir(args.dir.data_dir.clone(), &env);
-    let kms = open_kms(&dir, &env)?;
-    let mut clients = Vec::new();
+async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Failure> {
+    let table = &mut file.kms;
+    if args.admit_unknown_applications {
+        table.admit_unknown_applications = true;
+    }
+    let dir = data_dir(args.dir.data_dir.clone().or(table.data_dir.clone()), &env);
+    let kms = open_kms(&dir, &env, table.store_options()?)?;
+    let mut clients = table.clients();
     for spec in &args.clients {
         clients.push(Client::parse(spec).map_err(Failure::usage)?);
+    }
+    let listen = match (args.listen, &table.listen) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|e| Failure::usage(format!("kms.listen {text:?} is not an address: {e}")))?,
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 8088)),
+    };
+    let realm_name = args
+        .realm
+        .clone()
+        .or(table.realm.clone())
+        .unwrap_or_else(|| "openg2p".into());
+    let token_lifetime = args.token_lifetime.or(table.token_lifetime).unwrap_or(300);
+    if token_lifetime <= 0 {
+        return Err(Failure::usage(
+            "token lifetime must be a positive number of seconds",
+        ));
     }
     let default_client = if clients.is_empty() {
         let c = default_client(&dir)?;
@@ -186,23 +223,22 @@ async fn serve_command(args: &ServeArgs) -> Result<(), Failure> {
     } else {
         None
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure {
             exit: EXIT_UNAVAILABLE,
-            message: format!("cannot listen on {}: {e}", args.listen),
+            message: format!("cannot listen on {listen}: {e}"),
         })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::usage(e.to_string()))?;
     let base = format!("http://{addr}");
-    let realm = Realm::new(&args.realm, &base, clients, args.token_lifetime)
+    let realm = Realm::new(&realm_name, &base, clients, token_lifetime)
         .map_err(|e| Failure::usage(e.to_string()))?;
     let mut banner = format!("{base}\n");
     banner.push_str(&format!("KEYMANAGER_API_BASE_URL={base}/v1/keymanager\n"));
     banner.push_str(&format!(
-        "KEYMANAGER_AUTH_URL={base}/realms/{}/protocol/openid-connect/token\n",
-        args.realm
+        "KEYMANAGER_AUTH_URL={base}/realms/{realm_name}/protocol/openid-connect/token\n"
     ));
     if let Some(c) = &default_client {
         banner.push_str(&format!(

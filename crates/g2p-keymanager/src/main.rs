@@ -82,16 +82,16 @@ enum Command {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Kms(command) = &cli.command {
-        return kms_cmd::run(command).await;
-    }
     if let Command::ApiKey(command) = &cli.command {
         return serve_cmd::api_key(command);
     }
-    let file = match &cli.config {
+    let mut file = match &cli.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    if let Command::Kms(command) = &cli.command {
+        return kms_cmd::run(command, &mut file).await;
+    }
     if let Command::Serve(args) = &cli.command {
         return serve_cmd::serve(file, cli.provider.as_deref(), args).await;
     }

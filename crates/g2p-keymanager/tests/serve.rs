@@ -309,3 +309,163 @@ async fn bad_gateway_configuration_is_refused_before_listening() {
     .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Starts `kms serve` configured with its own clients; returns (process, API base, token URL).
+fn start_kms(args: &[&str], data_dir: &std::path::Path) -> (Child, String, String) {
+    let mut child = command(args, data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        lines.push(line.trim().to_string());
+    }
+    assert!(lines[0].starts_with("http://127.0.0.1:"), "{lines:?}");
+    let api = lines[1]
+        .strip_prefix("KEYMANAGER_API_BASE_URL=")
+        .unwrap()
+        .to_string();
+    let auth = lines[2]
+        .strip_prefix("KEYMANAGER_AUTH_URL=")
+        .unwrap()
+        .to_string();
+    (child, api, auth)
+}
+
+fn keymanager(api: &str, auth: &str, app: &str) -> g2p_encryption_keymanager::KeymanagerProvider {
+    let mut settings =
+        g2p_encryption_keymanager::KeymanagerConfig::settings(api, auth, "svc", "svc-secret");
+    settings.encrypt_application_id = Some(app.into());
+    g2p_encryption_keymanager::KeymanagerProvider::new(settings.build().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn kms_serve_and_keys_follow_the_configuration_file() {
+    use g2p_encryption::EncryptionProvider;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("g2p.toml");
+    std::fs::write(
+        &config,
+        r#"[kms]
+realm = "g2p"
+clients = [{ id = "svc", secret = "svc-secret" }]
+
+[kms.policies.SOCIAL_REGISTRY]
+validity_days = 730
+pre_expire_days = 30
+"#,
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap().to_string();
+    let data = dir.path().join("data");
+    let (child, api, auth) = start_kms(
+        &["kms", "serve", "--config", &cfg, "--listen", "127.0.0.1:0"],
+        &data,
+    );
+    assert!(auth.contains("/realms/g2p/"), "{auth}");
+    let registry = keymanager(&api, &auth, "SOCIAL_REGISTRY");
+    let ct = registry.encrypt(b"household 17").await.unwrap();
+    assert_eq!(registry.decrypt(&ct).await.unwrap(), b"household 17");
+    let unknown = keymanager(&api, &auth, "NOPE")
+        .encrypt(b"x")
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("KER-KMS-002"), "{unknown}");
+    let (code, stderr) = stop(Served {
+        child,
+        url: String::new(),
+        banner: Vec::new(),
+    });
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("svc-secret"));
+
+    // The key commands see the same directory and policies through the file.
+    let list = |data: &std::path::Path| {
+        let out = command(&["kms", "keys", "list", "--config", &cfg], data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("SOCIAL_REGISTRY\tENCRYPT"))
+            .count()
+    };
+    assert_eq!(list(&data), 1);
+    let rotated = command(
+        &[
+            "kms",
+            "keys",
+            "rotate",
+            "--config",
+            &cfg,
+            "--app",
+            "SOCIAL_REGISTRY",
+            "--ref",
+            "ENCRYPT",
+        ],
+        &data,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert_eq!(list(&data), 2);
+
+    // Unknown applications admitted on request; old data still opens after the rotation.
+    let (child, api, auth) = start_kms(
+        &[
+            "kms",
+            "serve",
+            "--config",
+            &cfg,
+            "--listen",
+            "127.0.0.1:0",
+            "--admit-unknown-applications",
+        ],
+        &data,
+    );
+    let admitted = keymanager(&api, &auth, "NOPE");
+    let ct2 = admitted.encrypt(b"y").await.unwrap();
+    assert_eq!(admitted.decrypt(&ct2).await.unwrap(), b"y");
+    assert_eq!(
+        keymanager(&api, &auth, "SOCIAL_REGISTRY")
+            .decrypt(&ct)
+            .await
+            .unwrap(),
+        b"household 17"
+    );
+    let (code, _) = stop(Served {
+        child,
+        url: String::new(),
+        banner: Vec::new(),
+    });
+    assert_eq!(code, 0);
+
+    // A policy that cannot work is refused before anything starts.
+    std::fs::write(
+        &config,
+        "[kms.policies.X]\nvalidity_days = 10\npre_expire_days = 20\n",
+    )
+    .unwrap();
+    let out = command(&["kms", "keys", "list", "--config", &cfg], &data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("kms.policies.X")
+    );
+}

@@ -22,4 +22,4 @@ pub use kek::Kek;
 pub use kms::{Kms, SignAlgorithm, SignSpec};
 pub use local::{LocalProvider, LocalSettings};
 pub use policy::{KeyPolicy, Policies};
-pub use store::{KeyKind, KeyRecord, KeyStore, StoreOptions};
+pub use store::{CsrSubject, KeyKind, KeyRecord, KeyStore, StoreOptions};

@@ -191,6 +191,23 @@ pub(crate) fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
+/// Subject fields of a certificate signing request; blank ones take the certificate's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CsrSubject {
+    /// CN.
+    pub common_name: Option<String>,
+    /// OU.
+    pub organization_unit: Option<String>,
+    /// O.
+    pub organization: Option<String>,
+    /// L.
+    pub location: Option<String>,
+    /// ST.
+    pub state: Option<String>,
+    /// C.
+    pub country: Option<String>,
+}
+
 fn distinguished_name(
     kind: KeyKind,
     application_id: &str,
@@ -829,6 +846,57 @@ impl KeyStore {
             .unwrap_or_else(|p| p.into_inner())
             .insert(alias, loaded.clone());
         Ok(loaded)
+    }
+
+    /// A PKCS#10 certificate signing request (PEM) for the key of `record`, so that a CA can
+    /// certify it (spec 3.7 `CSR`). Subject fields not given default to the certificate's.
+    ///
+    /// # Errors
+    /// KER-KMS-018 for a partner certificate (no private key); internal errors otherwise.
+    pub fn certificate_request(
+        &self,
+        record: &KeyRecord,
+        subject: &CsrSubject,
+    ) -> Result<String, KmsError> {
+        if record.kind == KeyKind::Partner {
+            return Err(KmsError::ker(
+                codes::KMS_018,
+                "Not Allowed to perform this operation with other domain key.",
+            ));
+        }
+        let pkcs8 = self.issuer_pkcs8(record)?;
+        let key = rcgen_key(&pkcs8)?;
+        let internal = |e: rcgen::Error| KmsError::Internal(format!("certificate request: {e}"));
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(internal)?;
+        let defaults =
+            distinguished_name(record.kind, &record.application_id, &record.reference_id);
+        let mut dn = DistinguishedName::new();
+        let given = |v: &Option<String>| v.as_ref().filter(|v| !v.trim().is_empty()).cloned();
+        for (kind, value) in [
+            (DnType::CommonName, given(&subject.common_name)),
+            (
+                DnType::OrganizationalUnitName,
+                given(&subject.organization_unit),
+            ),
+            (DnType::OrganizationName, given(&subject.organization)),
+            (DnType::LocalityName, given(&subject.location)),
+            (DnType::StateOrProvinceName, given(&subject.state)),
+            (DnType::CountryName, given(&subject.country)),
+        ] {
+            match value {
+                Some(v) => dn.push(kind, v),
+                None => {
+                    if let Some(d) = defaults.get(&kind) {
+                        dn.push(kind, d.clone());
+                    }
+                }
+            }
+        }
+        params.distinguished_name = dn;
+        params
+            .serialize_request(&key)
+            .and_then(|csr| csr.pem())
+            .map_err(internal)
     }
 
     fn issuer_pkcs8(&self, record: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> {

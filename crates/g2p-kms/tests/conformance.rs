@@ -544,3 +544,100 @@ async fn data_survives_a_restart_and_a_wrong_kek_is_refused() {
     // Nothing was generated over it.
     assert_eq!(open(dir.path()).store().list().unwrap().len(), keys_before);
 }
+
+#[tokio::test]
+async fn generate_master_key_gives_a_certificate_or_a_csr_for_the_same_key() {
+    use x509_cert::der::{Decode, DecodePem, Encode};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(open(dir.path()), default_clients()).await;
+    let t = token_for(&server.base, CLIENT, SECRET).await;
+    let request = json!({"applicationId": "REGISTRATION", "referenceId": ""});
+    let (s, r) = call(
+        &server.base,
+        Some(&t),
+        "generateMasterKey/CERTIFICATE",
+        request,
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r["response"]["certSignRequest"].is_null(), "{r}");
+    let cert =
+        x509_cert::Certificate::from_pem(r["response"]["certificate"].as_str().unwrap()).unwrap();
+    let request = json!({"applicationId": "REGISTRATION", "referenceId": "", "commonName": "Registry Intermediate", "country": "KE", "organization": "Social Protection Secretariat"});
+    let (_, r) = call(&server.base, Some(&t), "generateMasterKey/csr", request).await;
+    assert!(r["errors"].is_null() || r["errors"] == json!([]), "{r}");
+    assert!(r["response"]["certificate"].is_null(), "{r}");
+    let pem = r["response"]["certSignRequest"].as_str().unwrap();
+    assert!(
+        pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{pem}"
+    );
+    let der = unb64(
+        &pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>(),
+    );
+    let csr = x509_cert::request::CertReq::from_der(&der).unwrap();
+    let subject = csr.info.subject.to_string();
+    assert!(
+        subject.contains("CN=Registry Intermediate")
+            && subject.contains("C=KE")
+            && subject.contains("O=Social Protection Secretariat"),
+        "{subject}"
+    );
+    // The request is for the master key's own public key, and is signed by it.
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    assert_eq!(
+        csr.info.public_key.to_der().unwrap(),
+        spki.to_der().unwrap()
+    );
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+        spki.subject_public_key.raw_bytes(),
+    )
+    .verify(&csr.info.to_der().unwrap(), csr.signature.raw_bytes())
+    .unwrap();
+    // Other object types and references are refused with the spec's codes.
+    let (_, r) = call(
+        &server.base,
+        Some(&t),
+        "generateMasterKey/PKCS12",
+        json!({"applicationId": "REGISTRATION"}),
+    )
+    .await;
+    assert_eq!(r["errors"][0]["errorCode"], "KER-KMS-009", "{r}");
+    let (_, r) = call(
+        &server.base,
+        Some(&t),
+        "generateMasterKey/CSR",
+        json!({"applicationId": "REGISTRATION", "referenceId": "ENCRYPT"}),
+    )
+    .await;
+    assert_eq!(r["errors"][0]["errorCode"], "KER-KMS-010", "{r}");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_in_the_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(open(dir.path()), default_clients()).await;
+    let t = token_for(&server.base, CLIENT, SECRET).await;
+    let data = "A".repeat(g2p_kms::server::MAX_BODY_BYTES + 1);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/keymanager/encrypt", server.base))
+        .header("Cookie", format!("Authorization={t}"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"request":{{"data":"{data}"}}}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["errorCode"], "KER-KMS-005", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("MiB")
+    );
+    assert!(body["response"].is_null());
+}

@@ -193,6 +193,21 @@ pub struct KeyPairGenerateRequest {
     /// Subject CN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_name: Option<String>,
+    /// Subject OU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_unit: Option<String>,
+    /// Subject O.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// Subject L.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Subject ST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Subject C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 /// `/revokeKey` request (spec 3.10).

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 use crate::error::KmsError;
 use crate::kms::{Kms, SignAlgorithm, SignSpec};
-use crate::store::KeyRecord;
+use crate::store::{CsrSubject, KeyRecord};
 use auth::{ADMIN_ROLES, AuthFailure, CRYPTO_ROLES, Realm};
 
 /// Largest request body (a 16 MiB record, base64'd, with room for the wrapper).
@@ -69,7 +69,31 @@ pub fn app(state: ServerState) -> Router {
         )
         .route("/v1/keymanager/{endpoint}", post(post_endpoint))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(too_large_in_the_envelope))
         .with_state(state)
+}
+
+/// A body over [`MAX_BODY_BYTES`] is answered 413 in the MOSIP envelope, like every other
+/// refusal, rather than as plain text.
+async fn too_large_in_the_envelope(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(ResponseWrapper::<Value>::failure(
+            None,
+            None,
+            vec![ServiceError::new(
+                codes::KMS_005,
+                format!(
+                    "request body is larger than the limit of {} MiB",
+                    MAX_BODY_BYTES / (1024 * 1024)
+                ),
+            )],
+        )),
+    )
+        .into_response()
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.
@@ -514,12 +538,13 @@ async fn generate_master_key(
     let wrapper: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let (id, version) = echoed_ids(&wrapper);
     let kms = state.kms.clone();
-    let result = if !object_type.eq_ignore_ascii_case("CERTIFICATE") {
+    let csr = object_type.eq_ignore_ascii_case("CSR");
+    let result = if object_type.trim().is_empty() {
+        Err(invalid("objectType must not be blank"))
+    } else if !csr && !object_type.eq_ignore_ascii_case("CERTIFICATE") {
         Err(KmsError::ker(
             codes::KMS_009,
-            format!(
-                "Invalid Response Object Type. ({object_type}; this key manager issues CERTIFICATE)"
-            ),
+            format!("Invalid Response Object Type. ({object_type}: expected CERTIFICATE or CSR)"),
         ))
     } else {
         match parse_request::<KeyPairGenerateRequest>(&wrapper) {
@@ -539,7 +564,21 @@ async fn generate_master_key(
                         } else {
                             kms.certificate(&r.application_id, &reference)?
                         };
-                        to_value(certificate_response(&record))
+                        let mut response = certificate_response(&record);
+                        if csr {
+                            let subject = CsrSubject {
+                                common_name: r.common_name,
+                                organization_unit: r.organization_unit,
+                                organization: r.organization,
+                                location: r.location,
+                                state: r.state,
+                                country: r.country,
+                            };
+                            response.cert_sign_request =
+                                Some(kms.store().certificate_request(&record, &subject)?);
+                            response.certificate = None;
+                        }
+                        to_value(response)
                     })
                     .await
                 }
