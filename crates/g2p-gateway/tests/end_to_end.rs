@@ -165,3 +165,51 @@ async fn gateway_keymanager_provider_embedded_kms() {
     server.await.unwrap().unwrap();
     assert!(http.get(format!("{base}/healthz")).send().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_requests_in_flight_finish() {
+    // A key manager that accepts connections and never answers: requests stay in flight
+    // until the provider's 1 s timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut settings = KeymanagerConfig::settings(
+        &format!("http://{silent_addr}/v1/keymanager"),
+        &format!("http://{silent_addr}/token"),
+        "gw",
+        "gw-secret",
+    );
+    settings.api_timeout = Some(1);
+    let mut registry = ProviderRegistry::new();
+    registry.insert("slow", Arc::new(KeymanagerProvider::new(settings.build().unwrap()).unwrap()));
+    let state = GatewayState::new(registry, ApiKeys::none(), GatewayOptions::default()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(run(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let in_flight = tokio::spawn({
+        let url = format!("{base}/v1/sign");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"text": "slow"}))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.send(()).unwrap();
+    // The request started before the shutdown gets its whole answer.
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!((status, body["error"].clone()), (504, json!("kms_timeout")), "{body}");
+    server.await.unwrap().unwrap();
+}
