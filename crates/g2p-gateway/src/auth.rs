@@ -150,6 +150,16 @@ impl ApiKeys {
         self.keys.len()
     }
 
+    /// The name of a key configured twice (same hash), if any: the scopes would be ambiguous.
+    pub fn duplicate(&self) -> Option<&str> {
+        self.keys.iter().enumerate().find_map(|(i, k)| {
+            self.keys[..i]
+                .iter()
+                .any(|other| other.sha256 == k.sha256)
+                .then_some(k.name.as_str())
+        })
+    }
+
     fn find(&self, presented: &str) -> Option<&ApiKey> {
         let d = digest::digest(&digest::SHA256, presented.as_bytes());
         // Every key is compared, in constant time, so timing says nothing about which matched.
@@ -219,12 +229,20 @@ impl FromRequestParts<GatewayState> for Caller {
                 .await
                 .ok()
                 .map(|c| c.0);
+            // A proxy on this machine would make every remote client look local: a request
+            // that says it was forwarded is not a loopback client's.
+            let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+                .iter()
+                .any(|h| parts.headers.contains_key(*h));
+            tracing::Span::current().record("caller", "loopback");
             return match peer {
-                Some(peer) if peer.ip().is_loopback() => Ok(Caller::Loopback),
+                Some(peer) if peer.ip().to_canonical().is_loopback() && !forwarded => {
+                    Ok(Caller::Loopback)
+                }
                 _ => Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "forbidden",
-                    "no API keys are configured, so only loopback clients are served",
+                    "no API keys are configured, so only loopback clients are served (forwarded requests are refused)",
                 )),
             };
         }
@@ -241,10 +259,13 @@ impl FromRequestParts<GatewayState> for Caller {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(unauthorized("Authorization must be \"Bearer <API key>\""));
         }
-        keys.find(token.trim())
+        let caller = keys
+            .find(token.trim())
             .cloned()
             .map(Caller::Key)
-            .ok_or_else(|| unauthorized("unknown API key"))
+            .ok_or_else(|| unauthorized("unknown API key"))?;
+        tracing::Span::current().record("caller", caller.name());
+        Ok(caller)
     }
 }
 

@@ -10,7 +10,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use g2p_encryption::{EncryptionProvider, Error, JwkSet, SignOptions, SignPayload, b64};
+use g2p_encryption::{EncryptionProvider, Error, ErrorKind, JwkSet, SignOptions, SignPayload, b64};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use zeroize::Zeroize;
@@ -134,11 +134,24 @@ where
 {
     record_batch(operation, items.len());
     let op = &op;
+    // Items still running near the end of the request's time answer `timeout` on their own,
+    // so the items that finished are not lost to a timeout of the whole request.
+    let timeout = state.options().request_timeout;
+    let deadline = tokio::time::Instant::now() + timeout.mul_f64(0.9);
     futures_util::stream::iter(items.into_iter().enumerate().map(|(i, value)| async move {
-        match item::<T>(i, value) {
-            Ok(request) => op(request).await,
-            Err(e) => Err(e),
-        }
+        let request = item::<T>(i, value)?;
+        tokio::time::timeout_at(deadline, op(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "items[{i}] did not complete within the request's {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+            })
     }))
     .buffered(state.options().batch_concurrency)
     .collect()
@@ -288,10 +301,15 @@ async fn verify_one(
         reason: None,
     };
     match result {
-        Err(Error::InvalidSignature(reason)) => {
+        // Whatever refused the token (our own check, or the key manager's verdict or KER
+        // code in remote mode), the answer has the same shape.
+        Err(e) if e.kind() == ErrorKind::Refused => {
             record_operation("verify", &name, started.elapsed(), None);
             metrics::counter!("g2p_gateway_signatures_rejected_total").increment(1);
-            response.reason = Some(reason.to_string());
+            response.reason = Some(match e {
+                Error::InvalidSignature(reason) => reason.to_string(),
+                other => other.to_string(),
+            });
             Ok(response)
         }
         other => {
@@ -321,6 +339,8 @@ fn item_or_error<T, I>(result: Result<T, ApiError>, ok: fn(T) -> I, err: fn(Erro
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the encrypt scope", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "The key manager refused the data", body = ErrorBody),
+        (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
         (status = 502, description = "The key manager failed", body = ErrorBody),
         (status = 504, description = "The key manager or the request timed out", body = ErrorBody),
     ),
@@ -359,6 +379,7 @@ pub async fn encrypt(
         (status = 403, description = "The key lacks the decrypt scope", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The ciphertext does not decrypt", body = ErrorBody),
+        (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
         (status = 502, description = "The key manager failed", body = ErrorBody),
         (status = 504, description = "The key manager or the request timed out", body = ErrorBody),
     ),
@@ -396,6 +417,8 @@ pub async fn decrypt(
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the sign scope", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "The key manager refused the data", body = ErrorBody),
+        (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
         (status = 502, description = "The key manager failed", body = ErrorBody),
         (status = 504, description = "The key manager or the request timed out", body = ErrorBody),
     ),
@@ -433,6 +456,7 @@ pub async fn sign(
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the verify scope", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
         (status = 502, description = "The key manager failed", body = ErrorBody),
         (status = 504, description = "The key manager or the request timed out", body = ErrorBody),
     ),
@@ -476,7 +500,9 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     responses(
         (status = 200, description = "The JWK set", body = JwksDoc, content_type = "application/jwk-set+json"),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 500, description = "A provider is misconfigured (details in the log)", body = ErrorBody),
         (status = 502, description = "A provider's key manager failed", body = ErrorBody),
+        (status = 504, description = "A provider's key manager or the request timed out", body = ErrorBody),
     )
 )]
 pub async fn jwks(
@@ -547,13 +573,32 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Not ready, with the reason", body = Health),
+        (status = 503, description = "Not ready, with the reason (the key manager failed or did not answer within half the request timeout)", body = Health),
     ))]
 pub async fn readyz(State(state): State<GatewayState>) -> Response {
     let registry = state.registry();
     let name = registry.default_name().unwrap_or("default").to_string();
+    // Answer 503 (not the request timeout's 504) when the key manager hangs.
+    let limit = state.options().request_timeout.mul_f64(0.5);
     let result = match registry.get(None) {
-        Ok(provider) => provider.ready().await,
+        Ok(provider) => match tokio::time::timeout(limit, provider.ready()).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(provider = %name, "not ready: no answer in time");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(Health {
+                        status: "unavailable".into(),
+                        provider: Some(name),
+                        reason: Some(format!(
+                            "kms_timeout: the key manager did not answer within {} ms",
+                            limit.as_millis()
+                        )),
+                    }),
+                )
+                    .into_response();
+            }
+        },
         Err(e) => Err(e),
     };
     match result {

@@ -103,7 +103,13 @@ pub async fn observe(
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
     let route = route_label(request.uri().path());
-    let span = tracing::info_span!("request", id = %id, method = %method, route);
+    let span = tracing::info_span!(
+        "request",
+        id = %id,
+        method = %method,
+        route,
+        caller = tracing::field::Empty
+    );
     let timeout = state.options().request_timeout;
     let mut response =
         match tokio::time::timeout(timeout, next.run(request).instrument(span.clone())).await {

@@ -186,7 +186,10 @@ async fn shutdown_lets_requests_in_flight_finish() {
     );
     settings.api_timeout = Some(1);
     let mut registry = ProviderRegistry::new();
-    registry.insert("slow", Arc::new(KeymanagerProvider::new(settings.build().unwrap()).unwrap()));
+    registry.insert(
+        "slow",
+        Arc::new(KeymanagerProvider::new(settings.build().unwrap()).unwrap()),
+    );
     let state = GatewayState::new(registry, ApiKeys::none(), GatewayOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -203,13 +206,20 @@ async fn shutdown_lets_requests_in_flight_finish() {
                 .send()
                 .await
                 .unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     stop.send(()).unwrap();
     // The request started before the shutdown gets its whole answer.
     let (status, body) = in_flight.await.unwrap();
-    assert_eq!((status, body["error"].clone()), (504, json!("kms_timeout")), "{body}");
+    assert_eq!(
+        (status, body["error"].clone()),
+        (504, json!("kms_timeout")),
+        "{body}"
+    );
     server.await.unwrap().unwrap();
 }

@@ -445,6 +445,28 @@ async fn api_keys_and_scopes() {
             .unwrap()
             .contains("loopback")
     );
+    // A request a local proxy forwarded is not a loopback client's.
+    let local = from(LOOPBACK, open.clone());
+    let forwarded = send(
+        &local,
+        Request::post("/v1/encrypt")
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(Body::from(r#"{"data":"AA"}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_error(&forwarded, StatusCode::FORBIDDEN, "forbidden");
+    // IPv4 loopback seen through a dual-stack socket is loopback.
+    let mapped = open.clone().layer(MockConnectInfo(SocketAddr::from((
+        [0u16, 0, 0, 0, 0, 0xffff, 0x7f00, 1],
+        40000,
+    ))));
+    assert_eq!(
+        post(&mapped, "/v1/encrypt", json!({"data": "AA"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
     // Without a peer address at all, refused too (fail closed).
     assert_error(
         &post(&open, "/v1/encrypt", json!({"data": "AA"})).await,
@@ -474,6 +496,7 @@ async fn api_keys_and_scopes() {
     let body = || serde_json::to_vec(&json!({"data": "aGVsbG8"})).unwrap();
     let none = post_raw(&router, "/v1/encrypt", None, body()).await;
     assert_error(&none, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(none.headers["www-authenticate"], "Bearer");
     assert_error(
         &post_raw(&router, "/v1/encrypt", Some("wrong"), body()).await,
         StatusCode::UNAUTHORIZED,
@@ -683,6 +706,53 @@ async fn slow_requests_time_out_with_504() {
     let answer = post(&router, "/v1/sign", json!({"text": "x"})).await;
     assert_error(&answer, StatusCode::GATEWAY_TIMEOUT, "timeout");
     assert!(answer.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn a_slow_item_times_out_alone_and_readiness_answers_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = registry(dir.path());
+    registry.insert("slow", Arc::new(hanging_provider(30).await));
+    let options = GatewayOptions {
+        request_timeout: Duration::from_millis(1500),
+        ..GatewayOptions::default()
+    };
+    let router = from(
+        LOOPBACK,
+        gateway(registry, ApiKeys::none(), options.clone()),
+    );
+    let batch = post(
+        &router,
+        "/v1/encrypt",
+        json!({"items": [{"data": "AQID"}, {"data": "AQID", "provider": "slow"}, {"data": "BAUG"}]}),
+    )
+    .await;
+    assert_eq!(batch.status, StatusCode::OK, "{:?}", batch.body);
+    let items = batch.body["items"].as_array().unwrap();
+    assert!(
+        items[0]["data"].is_string() && items[2]["data"].is_string(),
+        "{items:?}"
+    );
+    assert_eq!(items[1]["error"], "timeout", "{items:?}");
+
+    let mut slow_default = ProviderRegistry::new();
+    slow_default.insert("slow", Arc::new(hanging_provider(30).await));
+    let router = from(LOOPBACK, gateway(slow_default, ApiKeys::none(), options));
+    let ready = get(&router, "/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        ready.body
+    );
+    assert!(
+        ready.body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("kms_timeout"),
+        "{:?}",
+        ready.body
+    );
 }
 
 #[tokio::test]

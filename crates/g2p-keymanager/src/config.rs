@@ -181,7 +181,9 @@ impl GatewayTable {
     pub fn options(&self) -> Result<g2p_gateway::GatewayOptions, Failure> {
         let defaults = g2p_gateway::GatewayOptions::default();
         let request_timeout = match self.request_timeout {
-            Some(t) if t.is_finite() && t > 0.0 => std::time::Duration::from_secs_f64(t),
+            Some(t) if t > 0.0 && std::time::Duration::try_from_secs_f64(t).is_ok() => {
+                std::time::Duration::from_secs_f64(t)
+            }
             Some(t) => {
                 return Err(Failure::usage(format!(
                     "gateway.request_timeout must be a positive number of seconds, not {t}"
@@ -209,7 +211,13 @@ impl GatewayTable {
             .map(|k| g2p_gateway::ApiKey::from_hash(&k.name, &k.hash, &k.scopes))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Failure::usage(format!("gateway.api_keys: {e}")))?;
-        Ok(g2p_gateway::ApiKeys::new(keys))
+        let keys = g2p_gateway::ApiKeys::new(keys);
+        if let Some(name) = keys.duplicate() {
+            return Err(Failure::usage(format!(
+                "gateway.api_keys: the key {name:?} has the same hash as another one; give each application its own key"
+            )));
+        }
+        Ok(keys)
     }
 }
 
@@ -612,11 +620,23 @@ encrypt_application_id = "RESIDENT"
             options.body_limit,
             g2p_gateway::GatewayOptions::default().body_limit
         );
-        let e = parse("[gateway]\nrequest_timeout = -1\n")
-            .gateway
-            .options()
-            .unwrap_err();
-        assert!(e.message.contains("request_timeout"), "{}", e.message);
+        for bad in ["-1", "1e20", "nan", "0"] {
+            let e = parse(&format!("[gateway]\nrequest_timeout = {bad}\n"))
+                .gateway
+                .options()
+                .unwrap_err();
+            assert!(
+                e.message.contains("request_timeout"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        let hash = g2p_gateway::hash_key("k");
+        let twice = parse(&format!(
+            "[[gateway.api_keys]]\nname = \"a\"\nhash = \"{hash}\"\nscopes = [\"encrypt\"]\n[[gateway.api_keys]]\nname = \"b\"\nhash = \"{hash}\"\nscopes = [\"decrypt\"]\n"
+        ));
+        let e = twice.gateway.api_keys().unwrap_err();
+        assert!(e.message.contains("\"b\""), "{}", e.message);
         let e = toml::from_str::<FileConfig>("[gateway]\nlisten_on = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("listen_on"), "{e}");
     }

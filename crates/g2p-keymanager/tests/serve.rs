@@ -162,6 +162,13 @@ auth_url = "{}"
 auth_client_id = "{}"
 auth_client_secret = "{}"
 
+[providers.down]
+type = "keymanager"
+api_base_url = "http://127.0.0.1:1/v1/keymanager"
+auth_url = "http://127.0.0.1:1/token"
+auth_client_id = "down"
+auth_client_secret = "down-secret-never-logged-7f"
+
 [gateway]
 listen = "127.0.0.1:0"
 batch_limit = 2
@@ -217,6 +224,24 @@ batch_limit = 2
     )
     .await;
     assert_eq!((status, pt["data"].clone()), (200, json!(data)));
+    // A key manager that cannot be reached: 502, and its secret in no log line.
+    let (_, local_ct) = post(
+        &format!("{url}/v1/encrypt"),
+        Some(&key),
+        json!({"data": data}),
+    )
+    .await;
+    let (status, body) = post(
+        &format!("{url}/v1/decrypt"),
+        Some(&key),
+        json!({"data": local_ct["data"], "provider": "down"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (502, json!("kms_unavailable")),
+        "{body}"
+    );
     let (status, body) = post(&format!("{url}/v1/sign"), Some(&key), json!({"text": "x"})).await;
     assert_eq!((status, body["error"].clone()), (403, json!("forbidden")));
     let (status, body) = post(
@@ -241,11 +266,19 @@ batch_limit = 2
             .any(|l| l["fields"]["message"] == "request done" && l["fields"]["status"] == 401),
         "{stderr}"
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "provider failed"
+                && l["span"]["caller"] == "registry"),
+        "no logged 5xx with its caller: {stderr}"
+    );
     for secret in [
         key.as_str(),
         secret_text,
         data.as_str(),
         fake.options().client_secret.as_str(),
+        "down-secret-never-logged-7f",
     ] {
         assert!(
             !stderr.contains(secret),

@@ -74,7 +74,9 @@ pub struct LocalProvider {
 #[derive(Default)]
 struct VerifyKeys {
     keys: std::sync::RwLock<Option<Arc<VerificationKeys>>>,
-    last_reload: std::sync::Mutex<Option<Instant>>,
+    /// Held while reloading (one reload at a time; callers that waited use its result);
+    /// holds the time of the last reload caused by an unknown key.
+    reload: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for VerifyKeys {
@@ -125,18 +127,35 @@ impl LocalProvider {
         Ok(keys)
     }
 
-    /// Whether an unknown key may trigger a reload now (and, if so, records it).
-    fn may_reload(&self) -> bool {
-        let mut last = self
-            .verify_keys
-            .last_reload
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+    fn cached_verify_keys(&self) -> Option<Arc<VerificationKeys>> {
+        self.verify_keys
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Verifies again after a token named a key that `tried` does not hold: with the keys
+    /// another task reloaded meanwhile, else with keys reloaded now (at most once per
+    /// [`VERIFY_RELOAD_INTERVAL`]), else gives `refused` back.
+    async fn verify_after_reload(
+        &self,
+        token: &UnverifiedJws,
+        tried: &Arc<VerificationKeys>,
+        refused: Error,
+    ) -> Result<VerifiedJws, Error> {
+        let mut last = self.verify_keys.reload.lock().await;
+        if let Some(current) = self.cached_verify_keys()
+            && !Arc::ptr_eq(&current, tried)
+        {
+            return token.verify_with(&current);
+        }
         if last.is_some_and(|t| t.elapsed() < VERIFY_RELOAD_INTERVAL) {
-            return false;
+            return Err(refused);
         }
         *last = Some(Instant::now());
-        true
+        let fresh = self.load_verify_keys().await?;
+        token.verify_with(&fresh)
     }
 
     /// The key manager.
@@ -229,24 +248,18 @@ impl EncryptionProvider for LocalProvider {
         } else if token.is_detached() {
             return Err(Error::InvalidSignature(SignatureError::MissingPayload));
         }
-        let cached = self
-            .verify_keys
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let (keys, fresh) = match cached {
+        let (keys, fresh) = match self.cached_verify_keys() {
             Some(keys) => (keys, false),
             None => (self.load_verify_keys().await?, true),
         };
         match token.verify_with(&keys) {
-            Err(Error::InvalidSignature(
-                SignatureError::UnknownKey(_)
-                | SignatureError::UntrustedCertificate
-                | SignatureError::NoKey,
-            )) if !fresh && self.may_reload() => {
-                token.verify_with(&*self.load_verify_keys().await?)
-            }
+            Err(
+                refused @ Error::InvalidSignature(
+                    SignatureError::UnknownKey(_)
+                    | SignatureError::UntrustedCertificate
+                    | SignatureError::NoKey,
+                ),
+            ) if !fresh => self.verify_after_reload(&token, &keys, refused).await,
             result => result,
         }
     }

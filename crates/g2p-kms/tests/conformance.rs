@@ -482,7 +482,7 @@ async fn rotation_keeps_old_data_and_tokens_valid() {
     assert!(p2.jwt_verify(&new_token, None).await.is_ok());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_by_another_process_is_seen_at_once() {
     // Two handles on one data directory, as `kms serve` and `kms keys rotate` are.
     let dir = tempfile::tempdir().unwrap();
@@ -514,12 +514,28 @@ async fn a_rotation_by_another_process_is_seen_at_once() {
         .unwrap();
     serving.jwt_verify(&old, None).await.unwrap();
     let new_key = admin.store().rotate("ID_REPO", "").unwrap();
-    let new = serving
-        .jwt_sign(&SignPayload::Text("b".into()), &options)
-        .await
-        .unwrap();
-    let verified = serving.jwt_verify(&new, None).await.unwrap();
-    assert_eq!(verified.key_id(), Some(new_key.key_id.as_str()));
+    // Many verifications at once of tokens from the new key: one reloads, all succeed.
+    let mut tokens = Vec::new();
+    for i in 0..24 {
+        let text = SignPayload::Text(format!("b{i}"));
+        tokens.push(serving.jwt_sign(&text, &options).await.unwrap());
+    }
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .map(|token| {
+            let serving = serving.clone();
+            tokio::spawn(async move {
+                serving
+                    .jwt_verify(&token, None)
+                    .await
+                    .map(|v| v.key_id().map(str::to_string))
+            })
+        })
+        .collect();
+    for task in tasks {
+        let kid = task.await.unwrap().unwrap();
+        assert_eq!(kid.as_deref(), Some(new_key.key_id.as_str()));
+    }
     serving.jwt_verify(&old, None).await.unwrap();
 }
 

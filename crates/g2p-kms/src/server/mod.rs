@@ -55,8 +55,6 @@ impl ServerState {
 /// The router: `/v1/keymanager/...` and `/realms/{realm}/protocol/openid-connect/...`.
 pub fn app(state: ServerState) -> Router {
     Router::new()
-        .route("/realms/{realm}/protocol/openid-connect/token", post(token))
-        .route("/realms/{realm}/protocol/openid-connect/certs", get(certs))
         .route("/v1/keymanager/getCertificate", get(get_certificate))
         .route(
             "/v1/keymanager/getAllCertificates",
@@ -68,8 +66,12 @@ pub fn app(state: ServerState) -> Router {
             post(generate_master_key),
         )
         .route("/v1/keymanager/{endpoint}", post(post_endpoint))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The MOSIP envelope for the Keymanager API only; the token endpoint answers as
+        // OAuth servers do.
         .layer(axum::middleware::map_response(too_large_in_the_envelope))
+        .route("/realms/{realm}/protocol/openid-connect/token", post(token))
+        .route("/realms/{realm}/protocol/openid-connect/certs", get(certs))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
