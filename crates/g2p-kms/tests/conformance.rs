@@ -657,3 +657,171 @@ async fn an_oversized_body_is_refused_in_the_envelope() {
     );
     assert!(body["response"].is_null());
 }
+
+/// `yyyy-MM-ddTHH:mm:ss.SSSZ`, spec check 25.
+fn is_strict_timestamp(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Longer than IV + tag, so that mode-A data read as mode B reaches the tag check.
+const RECORD: &[u8] = b"Alice Wanjiru, 14 Riverside Drive, Kisumu";
+
+#[tokio::test]
+async fn server_spec_checks_modes_verify_envelope_and_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(open(dir.path()), default_clients()).await;
+    let base = &server.base;
+    let t = token_for(base, CLIENT, SECRET).await;
+    let ts = g2p_mosip::timestamp::now_strict();
+    let salt = b64u(&[5u8; 32]);
+    let aad = b64u(b"programme-aad");
+    let crypt = |endpoint: &'static str, data: String, salt: Option<&str>, aad: Option<&str>| {
+        let mut request = json!({"applicationId": "REGISTRATION", "referenceId": "ENCRYPT", "timeStamp": ts, "data": data});
+        if let Some(s) = salt {
+            request["salt"] = json!(s);
+        }
+        if let Some(a) = aad {
+            request["aad"] = json!(a);
+        }
+        let t = t.clone();
+        async move { call(base, Some(&t), endpoint, request).await.1 }
+    };
+
+    // Check 25: the envelope of a success.
+    let enc = crypt("encrypt", b64u(RECORD), Some(&salt), Some(&aad)).await;
+    assert!(
+        is_strict_timestamp(enc["responsetime"].as_str().unwrap()),
+        "{enc}"
+    );
+    assert!(
+        enc["errors"].is_null() && enc["metadata"].is_null(),
+        "{enc}"
+    );
+    assert!(!is_strict_timestamp("2025-01-15T10:20:30Z"));
+
+    // Check 11: each mode refuses the other salt/aad combinations with KER-FSE-004.
+    let mode_a = enc["response"]["data"].as_str().unwrap().to_string();
+    let mode_b = crypt("encrypt", b64u(RECORD), None, Some(&aad)).await["response"]["data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mode_c = crypt("encrypt", b64u(RECORD), None, None).await["response"]["data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // (A short mode-A ciphertext read as mode B is shorter than IV + tag: KER-FSE-002, 4.4.)
+    let short = crypt("encrypt", b64u(b"Alice"), Some(&salt), Some(&aad)).await;
+    let short = short["response"]["data"].as_str().unwrap().to_string();
+    assert_eq!(
+        ker(&crypt("decrypt", short, None, Some(&aad)).await),
+        "KER-FSE-002"
+    );
+    for (data, salt, aad, case) in [
+        (&mode_a, None, Some(aad.as_str()), "mode A without its salt"),
+        (
+            &mode_b,
+            Some(salt.as_str()),
+            Some(aad.as_str()),
+            "mode B with a salt",
+        ),
+        (&mode_c, Some(salt.as_str()), None, "mode C with a salt"),
+    ] {
+        let r = crypt("decrypt", data.clone(), salt, aad).await;
+        assert_eq!(ker(&r), "KER-FSE-004", "{case}: {r}");
+        assert!(r["response"].is_null(), "{case}");
+    }
+    for (data, salt, aad) in [
+        (&mode_a, Some(salt.as_str()), Some(aad.as_str())),
+        (&mode_b, None, Some(aad.as_str())),
+        (&mode_c, None, None),
+        // Mode C authenticates its own random prefix; a request aad is not used (4.4).
+        (&mode_c, None, Some(aad.as_str())),
+    ] {
+        let r = crypt("decrypt", data.clone(), salt, aad).await;
+        assert_eq!(r["response"]["data"], b64u(RECORD), "{r}");
+    }
+
+    // Check 21: jwtVerify answers, detached tokens with and without actualData.
+    let payload = br#"{"household":"H-77","members":5}"#;
+    let (_, signed) = call(base, Some(&t), "jwtSign", json!({"dataToSign": b64u(payload), "applicationId": "ID_REPO", "referenceId": "", "includePayload": false})).await;
+    let detached = signed["response"]["jwtSignedData"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detached.contains(".."), "{detached}");
+    let verify = |request: Value| {
+        let t = t.clone();
+        async move { call(base, Some(&t), "jwtVerify", request).await.1 }
+    };
+    let r = verify(json!({"jwtSignatureData": detached, "actualData": b64u(payload), "applicationId": "ID_REPO", "referenceId": ""})).await;
+    assert_eq!(r["response"]["signatureValid"], true, "{r}");
+    assert_eq!(r["response"]["message"], "Validation Successful");
+    assert_eq!(r["response"]["trustValid"], "TRUST_NOT_VERIFIED");
+    let r = verify(json!({"jwtSignatureData": detached, "actualData": b64u(br#"{"household":"H-77","members":9}"#), "applicationId": "ID_REPO", "referenceId": ""})).await;
+    assert_eq!(r["response"]["signatureValid"], false, "{r}");
+    assert_eq!(r["response"]["message"], "Validation Failed");
+    assert!(
+        r["errors"].is_null(),
+        "a failed verification is not an error: {r}"
+    );
+    let r = verify(
+        json!({"jwtSignatureData": detached, "applicationId": "ID_REPO", "referenceId": ""}),
+    )
+    .await;
+    assert!(
+        r["response"]["signatureValid"] == false || ker(&r) == "KER-JWS-105",
+        "detached without actualData: {r}"
+    );
+
+    // Check 23: getAllCertificates of the master key, of a base key, of an unknown app, and
+    // without an application; every keyId is the kid of the tokens its key signs.
+    let (_, master) = reqwest_get(
+        base,
+        &t,
+        "getAllCertificates?applicationId=ID_REPO&referenceId=",
+    )
+    .await;
+    let master = master["response"]["allCertificates"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(master.len(), 1);
+    let header: Value =
+        serde_json::from_slice(&unb64(detached.split('.').next().unwrap())).unwrap();
+    assert_eq!(header["kid"], master[0]["keyId"]);
+    let (_, base_keys) = reqwest_get(
+        base,
+        &t,
+        "getAllCertificates?applicationId=REGISTRATION&referenceId=ENCRYPT",
+    )
+    .await;
+    assert_eq!(
+        base_keys["response"]["allCertificates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (_, unknown) = reqwest_get(
+        base,
+        &t,
+        "getAllCertificates?applicationId=NO_SUCH_APP&referenceId=",
+    )
+    .await;
+    assert_eq!(
+        unknown["response"]["allCertificates"],
+        json!([]),
+        "{unknown}"
+    );
+    let (_, missing) = reqwest_get(base, &t, "getAllCertificates?referenceId=").await;
+    assert_eq!(ker(&missing), "KER-KMS-005", "{missing}");
+}
