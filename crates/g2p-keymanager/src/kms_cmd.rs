@@ -250,32 +250,10 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
     crate::io::write_output(None, banner.as_bytes())?;
     tracing::info!(%addr, data_dir = %dir.display(), "key manager serving");
     let state = ServerState::new(Arc::clone(&kms), realm);
-    serve(listener, state, shutdown_signal())
+    serve(listener, state, crate::shutdown::signal())
         .await
         .map_err(|e| Failure {
             exit: EXIT_UNAVAILABLE,
             message: format!("server: {e}"),
         })
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

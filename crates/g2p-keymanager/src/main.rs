@@ -8,6 +8,7 @@ mod failure;
 mod io;
 mod kms_cmd;
 mod serve_cmd;
+mod shutdown;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use g2p_gateway::{GatewayState, hash_key};
 
 use crate::config::{FileConfig, Provider};
 use crate::failure::{EXIT_UNAVAILABLE, Failure};
-use crate::kms_cmd::{getrandom_fill, shutdown_signal};
+use crate::kms_cmd::getrandom_fill;
 
 /// The gateway's default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -104,7 +104,7 @@ pub async fn serve(
     }
     crate::io::write_output(None, banner.as_bytes())?;
     tracing::info!(%addr, providers = built.len(), default = %default, "gateway serving");
-    g2p_gateway::run(listener, state, shutdown_signal())
+    g2p_gateway::run(listener, state, crate::shutdown::signal())
         .await
         .map_err(|e| Failure {
             exit: EXIT_UNAVAILABLE,
