@@ -233,7 +233,13 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
         .local_addr()
         .map_err(|e| Failure::usage(e.to_string()))?;
     let base = format!("http://{addr}");
-    let realm = Realm::new(&realm_name, &base, clients, token_lifetime)
+    // The realm's signing key is kept (wrapped) in the data directory: tokens survive a
+    // restart on the same address.
+    let kek = g2p_kms::Kek::load(&dir, env(g2p_kms::kek::KEK_ENV).as_deref())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let realm_key = g2p_kms::server::auth::realm_key(&dir, &kek, &realm_name)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let realm = Realm::with_key(&realm_name, &base, clients, token_lifetime, &realm_key)
         .map_err(|e| Failure::usage(e.to_string()))?;
     let mut banner = format!("{base}\n");
     banner.push_str(&format!("KEYMANAGER_API_BASE_URL={base}/v1/keymanager\n"));

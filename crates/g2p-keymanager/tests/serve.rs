@@ -502,3 +502,68 @@ pre_expire_days = 30
             .contains("kms.policies.X")
     );
 }
+
+#[tokio::test]
+async fn kms_tokens_survive_a_restart_on_the_same_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "kms",
+        "serve",
+        "--listen",
+        listen.as_str(),
+        "--client",
+        "svc:svc-secret",
+    ];
+    let (child, api, auth) = start_kms(&args, dir.path());
+    let token: Value = reqwest::Client::new()
+        .post(&auth)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "svc"),
+            ("client_secret", "svc-secret"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let certificate = |api: String, token: String| async move {
+        reqwest::Client::new()
+            .get(format!(
+                "{api}/getCertificate?applicationId=REGISTRATION&referenceId=ENCRYPT"
+            ))
+            .header("cookie", format!("Authorization={token}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(certificate(api.clone(), token.clone()).await, 200);
+    let (code, _) = stop(Served {
+        child,
+        url: String::new(),
+        banner: Vec::new(),
+    });
+    assert_eq!(code, 0);
+    let (child, api, _) = start_kms(&args, dir.path());
+    assert_eq!(
+        certificate(api, token).await,
+        200,
+        "the token was refused after a restart"
+    );
+    stop(Served {
+        child,
+        url: String::new(),
+        banner: Vec::new(),
+    });
+    assert!(dir.path().join("realm-openg2p.key").exists());
+}

@@ -12,6 +12,7 @@ use g2p_encryption::jws::VerificationKeys;
 use g2p_encryption::{Jwk, JwkSet, JwsHeader, KeyUse, UnverifiedJws, b64};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use crate::error::KmsError;
 
@@ -138,11 +139,89 @@ impl std::fmt::Debug for Realm {
     }
 }
 
+fn generate_realm_key() -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)
+        .map_err(|_| KmsError::Internal("realm key generation".into()))?;
+    let pkcs8 = AsDer::<Pkcs8V1Der>::as_der(&private)
+        .map_err(|_| KmsError::Internal("realm key encoding".into()))?;
+    Ok(Zeroizing::new(pkcs8.as_ref().to_vec()))
+}
+
+/// The signing key of realm `name`, kept in `dir/realm-<name>.key` wrapped under the
+/// key-encryption key (created on first use, mode 0600), so that tokens a client holds stay
+/// valid when the key manager restarts, as with Keycloak.
+///
+/// # Errors
+/// [`KmsError::Config`] when the file cannot be written, or was wrapped under another
+/// key-encryption key.
+pub fn realm_key(
+    dir: &std::path::Path,
+    kek: &crate::Kek,
+    name: &str,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(KmsError::Config(format!(
+            "realm name {name:?}: use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    let path = dir.join(format!("realm-{name}.key"));
+    let context = format!("realm:{name}");
+    match std::fs::read(&path) {
+        Ok(wrapped) => {
+            return kek.unwrap(context.as_bytes(), &wrapped).ok_or_else(|| {
+                KmsError::Config(format!(
+                    "{} was written under another key-encryption key",
+                    path.display()
+                ))
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(KmsError::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    let key = generate_realm_key()?;
+    let wrapped = kek.wrap(context.as_bytes(), &key)?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = dir.join(format!(".realm-{name}.key.tmp"));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(&wrapped)?;
+        file.sync_all()?;
+        // A concurrent first start may have won: keep its key.
+        if path.exists() {
+            return std::fs::remove_file(&tmp);
+        }
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| KmsError::Config(format!("cannot write {}: {e}", path.display())))?;
+    // Read back what is on disk (ours, or the one a concurrent start wrote first).
+    let wrapped = std::fs::read(&path)
+        .map_err(|e| KmsError::Config(format!("cannot read {}: {e}", path.display())))?;
+    kek.unwrap(context.as_bytes(), &wrapped)
+        .ok_or_else(|| KmsError::Config(format!("{} does not unwrap", path.display())))
+}
+
 /// An RFC 6749 error answer: (HTTP status, `error`, `error_description`).
 pub type OAuthError = (u16, &'static str, String);
 
 impl Realm {
-    /// A realm with a fresh RS256 signing key (tokens of a previous run are not accepted).
+    /// A realm with a fresh RS256 signing key (tokens of a previous run are not accepted;
+    /// see [`Realm::with_key`] and [`realm_key`] to keep one).
     ///
     /// # Errors
     /// Key generation failure.
@@ -152,12 +231,29 @@ impl Realm {
         clients: Vec<Client>,
         token_lifetime: i64,
     ) -> Result<Self, KmsError> {
-        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)
-            .map_err(|_| KmsError::Internal("realm key generation".into()))?;
-        let pkcs8 = AsDer::<Pkcs8V1Der>::as_der(&private)
-            .map_err(|_| KmsError::Internal("realm key encoding".into()))?;
-        let key = RsaKeyPair::from_pkcs8(pkcs8.as_ref())
-            .map_err(|_| KmsError::Internal("realm key".into()))?;
+        Self::with_key(
+            name,
+            issuer_base,
+            clients,
+            token_lifetime,
+            &generate_realm_key()?,
+        )
+    }
+
+    /// A realm signing with this RSA key (PKCS#8 DER), e.g. one kept by [`realm_key`] so that
+    /// tokens stay valid across restarts.
+    ///
+    /// # Errors
+    /// A key that is not an RSA PKCS#8 key.
+    pub fn with_key(
+        name: &str,
+        issuer_base: &str,
+        clients: Vec<Client>,
+        token_lifetime: i64,
+        pkcs8: &[u8],
+    ) -> Result<Self, KmsError> {
+        let key = RsaKeyPair::from_pkcs8(pkcs8)
+            .map_err(|_| KmsError::Config("the realm key is not an RSA PKCS#8 key".into()))?;
         let public = key.public_key();
         let (n, e) = rsa_components(public.as_ref())
             .ok_or_else(|| KmsError::Internal("realm public key".into()))?;
@@ -472,6 +568,43 @@ mod tests {
             r.validate(&token).unwrap_err(),
             AuthFailure::Unauthenticated("token expired")
         );
+    }
+
+    #[test]
+    fn a_kept_realm_key_outlives_the_realm() {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = crate::Kek::from_bytes(&[7u8; 32]).unwrap();
+        let first = realm_key(dir.path(), &kek, "openg2p").unwrap();
+        assert_eq!(*realm_key(dir.path(), &kek, "openg2p").unwrap(), *first);
+        assert_ne!(*realm_key(dir.path(), &kek, "other").unwrap(), *first);
+        let clients = || vec![Client::parse("app:pw").unwrap()];
+        let before = Realm::with_key("openg2p", "http://kms", clients(), 300, &first).unwrap();
+        let answer = before
+            .issue(
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "app"),
+                    ("client_secret", "pw"),
+                ]),
+                None,
+            )
+            .unwrap();
+        let token = answer["access_token"].as_str().unwrap();
+        let after = Realm::with_key("openg2p", "http://kms", clients(), 300, &first).unwrap();
+        assert!(after.validate(token).is_ok());
+        let wrong = crate::Kek::from_bytes(&[8u8; 32]).unwrap();
+        let e = realm_key(dir.path(), &wrong, "openg2p").unwrap_err();
+        assert!(e.to_string().contains("another key-encryption key"), "{e}");
+        assert!(realm_key(dir.path(), &kek, "../x").is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("realm-openg2p.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
     #[test]
