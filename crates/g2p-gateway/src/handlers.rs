@@ -33,8 +33,18 @@ impl FromRequest<GatewayState> for Body {
 
     async fn from_request(request: Request, state: &GatewayState) -> Result<Self, ApiError> {
         let limit = state.options().body_limit;
-        Bytes::from_request(request, state)
+        // A body that trickles in is the client's problem (408), not a key manager's (504):
+        // it gets half the request's time.
+        let patience = state.options().request_timeout / 2;
+        tokio::time::timeout(patience, Bytes::from_request(request, state))
             .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("the body did not arrive within {} ms", patience.as_millis()),
+                )
+            })?
             .map(Body)
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -338,6 +348,7 @@ fn item_or_error<T, I>(result: Result<T, ApiError>, ok: fn(T) -> I, err: fn(Erro
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the encrypt scope", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The key manager refused the data", body = ErrorBody),
         (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
@@ -377,6 +388,7 @@ pub async fn encrypt(
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the decrypt scope", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The ciphertext does not decrypt", body = ErrorBody),
         (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
@@ -416,6 +428,7 @@ pub async fn decrypt(
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the sign scope", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The key manager refused the data", body = ErrorBody),
         (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
@@ -455,6 +468,7 @@ pub async fn sign(
         (status = 400, description = "Malformed request or token", body = ErrorBody),
         (status = 401, description = "Missing or unknown API key", body = ErrorBody),
         (status = 403, description = "The key lacks the verify scope", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
         (status = 502, description = "The key manager failed", body = ErrorBody),
@@ -509,6 +523,37 @@ pub async fn jwks(
     State(state): State<GatewayState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let (body, etag) = match state.cached_jwks() {
+        Some(cached) => cached,
+        None => {
+            let fresh = jwks_document(&state).await?;
+            state.cache_jwks(fresh.clone());
+            fresh
+        }
+    };
+    let cache_control = format!("public, max-age={}", state.options().jwks_max_age.as_secs());
+    let mut response = if etag_matches(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = body.into_response();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        response
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(ETAG, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&cache_control) {
+        headers.insert(CACHE_CONTROL, value);
+    }
+    Ok(response)
+}
+
+/// The JWKS body of every provider, and its ETag.
+async fn jwks_document(state: &GatewayState) -> Result<(Bytes, String), ApiError> {
     let registry = state.registry();
     let mut set = JwkSet::default();
     for name in registry.names() {
@@ -536,25 +581,7 @@ pub async fn jwks(
     })?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
     let etag = format!("\"{}\"", b64::encode_b64u(&digest.as_ref()[..18]));
-    let cache_control = format!("public, max-age={}", state.options().jwks_max_age.as_secs());
-    let mut response = if etag_matches(&headers, &etag) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let mut response = body.into_response();
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/jwk-set+json"),
-        );
-        response
-    };
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        headers.insert(ETAG, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&cache_control) {
-        headers.insert(CACHE_CONTROL, value);
-    }
-    Ok(response)
+    Ok((Bytes::from(body), etag))
 }
 
 /// Liveness: the process is up.

@@ -42,6 +42,10 @@ pub struct GatewayOptions {
     pub request_timeout: Duration,
     /// `Cache-Control: max-age` of the JWKS (default 300 s).
     pub jwks_max_age: Duration,
+    /// How long the gateway reuses the JWKS it built before asking the providers again
+    /// (default 5 s; zero: every request). Keeps a public endpoint from loading the key
+    /// managers, while a rotation shows within this time.
+    pub jwks_refresh: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -52,6 +56,7 @@ impl Default for GatewayOptions {
             batch_concurrency: 16,
             request_timeout: Duration::from_secs(30),
             jwks_max_age: Duration::from_secs(300),
+            jwks_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -61,6 +66,8 @@ struct Inner {
     registry: ProviderRegistry,
     api_keys: ApiKeys,
     options: GatewayOptions,
+    /// The last JWKS body and ETag built, and when.
+    jwks: std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes, String)>>,
 }
 
 /// What the handlers share: the providers, the API keys and the options.
@@ -101,6 +108,7 @@ impl GatewayState {
                 registry,
                 api_keys,
                 options,
+                jwks: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -118,6 +126,19 @@ impl GatewayState {
     /// The options.
     pub fn options(&self) -> &GatewayOptions {
         &self.inner.options
+    }
+
+    pub(crate) fn cached_jwks(&self) -> Option<(axum::body::Bytes, String)> {
+        let cached = self.inner.jwks.lock().unwrap_or_else(|p| p.into_inner());
+        cached
+            .as_ref()
+            .filter(|(at, _, _)| at.elapsed() < self.inner.options.jwks_refresh)
+            .map(|(_, body, etag)| (body.clone(), etag.clone()))
+    }
+
+    pub(crate) fn cache_jwks(&self, (body, etag): (axum::body::Bytes, String)) {
+        *self.inner.jwks.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), body, etag));
     }
 }
 

@@ -555,13 +555,13 @@ async fn api_keys_and_scopes() {
 #[tokio::test]
 async fn jwks_with_etag() {
     let dir = tempfile::tempdir().unwrap();
+    let options = GatewayOptions {
+        jwks_refresh: Duration::ZERO,
+        ..GatewayOptions::default()
+    };
     let router = from(
         REMOTE,
-        gateway(
-            registry(dir.path()),
-            ApiKeys::none(),
-            GatewayOptions::default(),
-        ),
+        gateway(registry(dir.path()), ApiKeys::none(), options),
     );
     let first = get(&router, "/.well-known/jwks.json").await;
     assert_eq!(first.status, StatusCode::OK);
@@ -794,4 +794,60 @@ async fn health_metrics_and_request_ids() {
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
+}
+
+#[tokio::test]
+async fn the_jwks_is_built_once_per_refresh_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = ProviderRegistry::new();
+    registry.insert(
+        "jwks-probe",
+        Arc::new(LocalProvider::new(
+            open_kms(dir.path()),
+            LocalSettings::default(),
+        )),
+    );
+    let options = GatewayOptions {
+        jwks_refresh: Duration::from_secs(60),
+        ..GatewayOptions::default()
+    };
+    let router = from(REMOTE, gateway(registry, ApiKeys::none(), options));
+    let first = get(&router, "/.well-known/jwks.json").await;
+    for _ in 0..3 {
+        let again = get(&router, "/.well-known/jwks.json").await;
+        assert_eq!(again.raw, first.raw);
+    }
+    let metrics = String::from_utf8(get(&router, "/metrics").await.raw).unwrap();
+    let built = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("g2p_gateway_operation_duration_seconds_count")
+                && l.contains("operation=\"jwks\"")
+                && l.contains("provider=\"jwks-probe\"")
+        })
+        .unwrap_or_else(|| panic!("no jwks count in\n{metrics}"));
+    assert!(built.ends_with(" 1"), "{built}");
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = GatewayOptions {
+        request_timeout: Duration::from_millis(600),
+        ..GatewayOptions::default()
+    };
+    let router = from(
+        LOOPBACK,
+        gateway(registry(dir.path()), ApiKeys::none(), options),
+    );
+    let stalled = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let answer = send(
+        &router,
+        Request::post("/v1/encrypt")
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stalled))
+            .unwrap(),
+    )
+    .await;
+    assert_error(&answer, StatusCode::REQUEST_TIMEOUT, "body_timeout");
 }

@@ -159,6 +159,8 @@ pub struct GatewayTable {
     pub request_timeout: Option<f64>,
     /// `Cache-Control: max-age` of the JWKS, seconds (default 300).
     pub jwks_max_age: Option<u64>,
+    /// Seconds the gateway reuses the JWKS it built (default 5).
+    pub jwks_refresh: Option<u64>,
     /// API keys, stored as hashes (`g2p-keymanager api-key new` makes one).
     #[serde(default)]
     pub api_keys: Vec<ApiKeyTable>,
@@ -200,6 +202,10 @@ impl GatewayTable {
                 .jwks_max_age
                 .map(std::time::Duration::from_secs)
                 .unwrap_or(defaults.jwks_max_age),
+            jwks_refresh: self
+                .jwks_refresh
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(defaults.jwks_refresh),
         })
     }
 
