@@ -12,10 +12,12 @@
 
 pub mod api;
 pub mod auth;
+mod body;
 pub mod error;
 mod handlers;
 pub mod observe;
 pub mod openapi;
+mod ops;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,24 +12,20 @@
 //! both share the cores.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader};
+mod ceiling;
+mod server;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{
-    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
-    PrivateDecryptingKey,
-};
-use aws_lc_rs::signature::{
-    KeyPair, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey,
-};
 use clap::{Parser, Subcommand};
 use g2p_encryption::b64::encode_b64u;
 use serde_json::{Value, json};
+
+use crate::ceiling::{Crypto, Op};
+use crate::server::{Server, cpu_seconds_of};
 
 #[derive(Debug, Parser)]
 #[command(name = "g2p-load")]
@@ -68,89 +64,6 @@ struct Common {
     /// Seconds per scenario (after a short warm-up).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-}
-
-/// A server process started on a free port, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(bin: &PathBuf, args: &[&str]) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut command = Command::new(bin);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("KEYMANAGER_") || key.starts_with("G2P_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .args(args)
-            .env("G2P_DATA_DIR", dir.path())
-            .env("G2P_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {} (build it first)", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first)?;
-        if !first.starts_with("http://") {
-            bail!("unexpected first line from the server: {first:?}");
-        }
-        Ok(Server {
-            child,
-            url: first.trim().to_string(),
-            _dir: dir,
-        })
-    }
-
-    /// CPU time the server has used so far, seconds (all its threads, live or ended).
-    fn cpu_seconds(&self) -> Result<f64> {
-        cpu_seconds_of(&format!("/proc/{}/stat", self.child.id()))
-    }
-
-    /// (current resident set, peak resident set) in KiB, from /proc.
-    fn memory_kib(&self) -> Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok((field("VmRSS:"), field("VmHWM:")))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// utime + stime of a process from its `/proc/.../stat`, in seconds (USER_HZ = 100).
-fn cpu_seconds_of(path: &str) -> Result<f64> {
-    let stat = std::fs::read_to_string(path)?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unreadable stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
-    Ok((ticks(11) + ticks(12)) as f64 / 100.0)
 }
 
 /// Requests and items completed in a measured window.
@@ -278,125 +191,6 @@ async fn run_for(
         server_cpu: 0.0,
         client_cpu: 0.0,
     })
-}
-
-/// Operations per second of `op` on every core at once, for `seconds`.
-fn ceiling(seconds: f64, op: impl Fn() + Send + Sync + Clone + 'static) -> f64 {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let window = Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let op = op.clone();
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while started.elapsed() < window {
-                    op();
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    total as f64 / started.elapsed().as_secs_f64()
-}
-
-/// The RSA operations the served requests need, for measuring their ceilings in process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    OaepEncrypt,
-    OaepDecrypt,
-    Rs256Sign,
-    Rs256Verify,
-}
-
-impl Op {
-    fn label(self) -> &'static str {
-        match self {
-            Op::OaepEncrypt => "RSA-OAEP-SHA256 encrypt",
-            Op::OaepDecrypt => "RSA-OAEP-SHA256 decrypt",
-            Op::Rs256Sign => "RS256 sign",
-            Op::Rs256Verify => "RS256 verify",
-        }
-    }
-}
-
-/// Keys and inputs for the ceilings.
-struct Crypto {
-    public: Arc<OaepPublicEncryptingKey>,
-    private: Arc<OaepPrivateDecryptingKey>,
-    ciphertext: Arc<Vec<u8>>,
-    signer: Arc<RsaKeyPair>,
-    signature: Arc<Vec<u8>>,
-}
-
-const MESSAGE: &[u8] = br#"{"beneficiary":"B-1029","amount":150}"#;
-
-impl Crypto {
-    fn new() -> Result<Self> {
-        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)?;
-        let public = OaepPublicEncryptingKey::new(private.public_key())?;
-        let private = OaepPrivateDecryptingKey::new(private)?;
-        let mut out = vec![0u8; 256];
-        let ciphertext = public
-            .encrypt(&OAEP_SHA256_MGF1SHA256, &[7u8; 32], &mut out, None)?
-            .to_vec();
-        let signer = RsaKeyPair::generate(KeySize::Rsa2048)?;
-        let mut signature = vec![0u8; signer.public_modulus_len()];
-        signer
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                MESSAGE,
-                &mut signature,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Crypto {
-            public: Arc::new(public),
-            private: Arc::new(private),
-            ciphertext: Arc::new(ciphertext),
-            signer: Arc::new(signer),
-            signature: Arc::new(signature),
-        })
-    }
-
-    /// Operations per second of `op` on every core, measured now for `seconds`.
-    fn rate(&self, op: Op, seconds: f64) -> f64 {
-        match op {
-            Op::OaepEncrypt => {
-                let public = self.public.clone();
-                ceiling(seconds, move || {
-                    let mut out = [0u8; 256];
-                    let _ = public.encrypt(&OAEP_SHA256_MGF1SHA256, &[7u8; 32], &mut out, None);
-                })
-            }
-            Op::OaepDecrypt => {
-                let private = self.private.clone();
-                let ct = self.ciphertext.clone();
-                ceiling(seconds, move || {
-                    let mut out = [0u8; 256];
-                    let _ = private.decrypt(&OAEP_SHA256_MGF1SHA256, &ct, &mut out, None);
-                })
-            }
-            Op::Rs256Sign => {
-                let signer = self.signer.clone();
-                ceiling(seconds, move || {
-                    let mut sig = vec![0u8; signer.public_modulus_len()];
-                    let _ = signer.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), MESSAGE, &mut sig);
-                })
-            }
-            Op::Rs256Verify => {
-                let public_key = Arc::new(self.signer.public_key().as_ref().to_vec());
-                let signature = self.signature.clone();
-                ceiling(seconds, move || {
-                    let key =
-                        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key.as_slice());
-                    let _ = key.verify(MESSAGE, &signature);
-                })
-            }
-        }
-    }
 }
 
 /// One table row. `ceiling` is the all-core rate (operations per second) of the crypto

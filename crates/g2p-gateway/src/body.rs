@@ -1,0 +1,171 @@
+//! Request bodies: the raw body under the size and time limits, one request or a batch, and
+//! running a batch's items concurrently in order.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::GatewayState;
+use crate::api::ErrorBody;
+use crate::error::ApiError;
+use crate::observe::record_batch;
+
+/// The raw body, with a too-large body answered as 413 in our error format.
+pub(crate) struct Body(pub(crate) Bytes);
+
+impl FromRequest<GatewayState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &GatewayState) -> Result<Self, ApiError> {
+        let limit = state.options().body_limit;
+        // A body that trickles in is the client's problem (408), not a key manager's (504):
+        // it gets half the request's time.
+        let patience = state.options().request_timeout / 2;
+        tokio::time::timeout(patience, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("the body did not arrive within {} ms", patience.as_millis()),
+                )
+            })?
+            .map(Body)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("the body is larger than the limit of {limit} bytes"),
+                    )
+                } else {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        format!("the body could not be read: {rejection}"),
+                    )
+                }
+            })
+    }
+}
+
+/// A body: one request, or a batch of raw items (each parsed on its own, so one malformed
+/// item fails alone).
+pub(crate) enum Parsed<T> {
+    One(T),
+    Batch {
+        items: Vec<Value>,
+        provider: Option<String>,
+    },
+}
+
+pub(crate) fn parse<T: DeserializeOwned>(
+    body: &[u8],
+    batch_limit: usize,
+) -> Result<Parsed<T>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    match value {
+        Value::Object(mut map) if map.contains_key("items") => {
+            let items = match map.remove("items") {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_request",
+                        "items must be an array of requests",
+                    ));
+                }
+            };
+            let provider = match map.remove("provider") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(name)) => Some(name),
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_request",
+                        "provider must be a string",
+                    ));
+                }
+            };
+            if let Some(field) = map.keys().next() {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("unknown field {field:?} in a batch (expected items, provider)"),
+                ));
+            }
+            if items.len() > batch_limit {
+                return Err(ApiError::bad_request(
+                    "batch_too_large",
+                    format!(
+                        "the batch has {} items; the limit is {batch_limit}",
+                        items.len()
+                    ),
+                ));
+            }
+            Ok(Parsed::Batch { items, provider })
+        }
+        value @ Value::Object(_) => T::deserialize(value)
+            .map(Parsed::One)
+            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string())),
+        _ => Err(ApiError::bad_request(
+            "invalid_request",
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+pub(crate) fn item<T: DeserializeOwned>(index: usize, value: Value) -> Result<T, ApiError> {
+    T::deserialize(value)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("items[{index}]: {e}")))
+}
+
+/// Runs `op` over the items, concurrently (bounded), answering in order.
+pub(crate) async fn run_batch<T, R, F, Fut>(
+    state: &GatewayState,
+    operation: &'static str,
+    items: Vec<Value>,
+    op: F,
+) -> Vec<Result<R, ApiError>>
+where
+    T: DeserializeOwned,
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<R, ApiError>>,
+{
+    record_batch(operation, items.len());
+    let op = &op;
+    // Items still running near the end of the request's time answer `timeout` on their own,
+    // so the items that finished are not lost to a timeout of the whole request.
+    let timeout = state.options().request_timeout;
+    let deadline = tokio::time::Instant::now() + timeout.mul_f64(0.9);
+    futures_util::stream::iter(items.into_iter().enumerate().map(|(i, value)| async move {
+        let request = item::<T>(i, value)?;
+        tokio::time::timeout_at(deadline, op(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "items[{i}] did not complete within the request's {} ms",
+                        timeout.as_millis()
+                    ),
+                ))
+            })
+    }))
+    .buffered(state.options().batch_concurrency)
+    .collect()
+    .await
+}
+
+pub(crate) fn item_or_error<T, I>(
+    result: Result<T, ApiError>,
+    ok: fn(T) -> I,
+    err: fn(ErrorBody) -> I,
+) -> I {
+    match result {
+        Ok(value) => ok(value),
+        Err(e) => err(e.body()),
+    }
+}
