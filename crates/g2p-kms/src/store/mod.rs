@@ -6,16 +6,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
-use aws_lc_rs::rsa::{KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey};
-use aws_lc_rs::signature::RsaKeyPair;
 use g2p_encryption::cert::CertificateInfo;
 use g2p_mosip::error::codes;
 use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SerialNumber,
-};
+use rcgen::Issuer;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -24,109 +18,18 @@ use crate::error::KmsError;
 use crate::kek::Kek;
 use crate::policy::Policies;
 
+mod certs;
+mod record;
+
+pub use certs::CsrSubject;
+use certs::{certificate_params, generate_pkcs8, rcgen_key};
+use record::{COLUMNS, load_private, row_to_record};
+pub use record::{KeyKind, KeyRecord, LoadedKey};
+
 /// Schema version written in `meta`; a store with a newer one is refused.
 pub const SCHEMA_VERSION: i64 = 1;
 const KEK_CHECK_PLAINTEXT: &[u8] = b"g2p-kms key-encryption key check";
 const SECONDS_PER_DAY: i64 = 86_400;
-
-/// What a key is in the hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    /// Self-signed root.
-    Root,
-    /// An application's master key (`referenceId` `""`), signed by ROOT.
-    Master,
-    /// `KERNEL`/`SIGN`, the platform signing key, signed by the KERNEL master.
-    Sign,
-    /// A base (encryption) key, signed by the application's master.
-    Base,
-    /// A partner's certificate, without a private key.
-    Partner,
-}
-
-impl KeyKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Root => "root",
-            KeyKind::Master => "master",
-            KeyKind::Sign => "sign",
-            KeyKind::Base => "base",
-            KeyKind::Partner => "partner",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, KmsError> {
-        Ok(match s {
-            "root" => KeyKind::Root,
-            "master" => KeyKind::Master,
-            "sign" => KeyKind::Sign,
-            "base" => KeyKind::Base,
-            "partner" => KeyKind::Partner,
-            other => return Err(KmsError::Internal(format!("unknown key kind {other:?}"))),
-        })
-    }
-
-    /// The kind of key `(app, ref)` names.
-    pub fn of(application_id: &str, reference_id: &str) -> Self {
-        match (application_id, reference_id) {
-            ("ROOT", _) => KeyKind::Root,
-            (_, "") => KeyKind::Master,
-            ("KERNEL", "SIGN") => KeyKind::Sign,
-            _ => KeyKind::Base,
-        }
-    }
-}
-
-/// A key's public record.
-#[derive(Debug, Clone)]
-pub struct KeyRecord {
-    /// Internal alias (random hex).
-    pub alias: String,
-    /// Application id.
-    pub application_id: String,
-    /// Reference id (`""` for master keys).
-    pub reference_id: String,
-    /// The MOSIP keyId (spec 6.5), also the JWS `kid`.
-    pub key_id: String,
-    /// Upper-hex SHA-256 of the certificate.
-    pub thumbprint: String,
-    /// The certificate.
-    pub certificate: CertificateInfo,
-    /// Generation time, unix seconds.
-    pub generated_at: i64,
-    /// Expiry time, unix seconds.
-    pub expires_at: i64,
-    /// Place in the hierarchy.
-    pub kind: KeyKind,
-}
-
-/// A key with its private half unwrapped, ready for RSA operations.
-pub struct LoadedKey {
-    /// The public record.
-    pub record: KeyRecord,
-    decrypting: OaepPrivateDecryptingKey,
-    signing: RsaKeyPair,
-}
-
-impl std::fmt::Debug for LoadedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedKey")
-            .field("key_id", &self.record.key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LoadedKey {
-    /// RSA-OAEP decryption key.
-    pub fn decrypting(&self) -> &OaepPrivateDecryptingKey {
-        &self.decrypting
-    }
-
-    /// RSA signing key.
-    pub fn signing(&self) -> &RsaKeyPair {
-        &self.signing
-    }
-}
 
 /// How a store starts.
 #[derive(Debug, Clone)]
@@ -189,159 +92,6 @@ fn random_alias() -> Result<String, KmsError> {
 
 pub(crate) fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// Subject fields of a certificate signing request; blank ones take the certificate's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CsrSubject {
-    /// CN.
-    pub common_name: Option<String>,
-    /// OU.
-    pub organization_unit: Option<String>,
-    /// O.
-    pub organization: Option<String>,
-    /// L.
-    pub location: Option<String>,
-    /// ST.
-    pub state: Option<String>,
-    /// C.
-    pub country: Option<String>,
-}
-
-fn distinguished_name(
-    kind: KeyKind,
-    application_id: &str,
-    reference_id: &str,
-) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    let cn = match kind {
-        KeyKind::Root => "ROOT".to_string(),
-        KeyKind::Master => application_id.to_string(),
-        KeyKind::Sign | KeyKind::Base | KeyKind::Partner => {
-            format!("{application_id}-{reference_id}")
-        }
-    };
-    dn.push(DnType::CommonName, cn);
-    dn.push(DnType::OrganizationalUnitName, "g2p-kms");
-    dn.push(DnType::OrganizationName, "g2p-keymanager");
-    dn
-}
-
-fn certificate_params(
-    kind: KeyKind,
-    application_id: &str,
-    reference_id: &str,
-    not_before: i64,
-    not_after: i64,
-) -> Result<CertificateParams, KmsError> {
-    let internal = |e: rcgen::Error| KmsError::Internal(format!("certificate: {e}"));
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(internal)?;
-    params.distinguished_name = distinguished_name(kind, application_id, reference_id);
-    let (is_ca, usages) = match kind {
-        KeyKind::Root => (
-            IsCa::Ca(BasicConstraints::Constrained(2)),
-            vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyCertSign,
-            ],
-        ),
-        KeyKind::Master => (
-            IsCa::Ca(BasicConstraints::Constrained(1)),
-            vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyCertSign,
-            ],
-        ),
-        KeyKind::Sign => (IsCa::NoCa, vec![KeyUsagePurpose::DigitalSignature]),
-        KeyKind::Base | KeyKind::Partner => (IsCa::NoCa, vec![KeyUsagePurpose::KeyEncipherment]),
-    };
-    params.is_ca = is_ca;
-    params.key_usages = usages;
-    params.not_before = OffsetDateTime::from_unix_timestamp(not_before)
-        .map_err(|e| KmsError::Internal(e.to_string()))?;
-    params.not_after = OffsetDateTime::from_unix_timestamp(not_after)
-        .map_err(|e| KmsError::Internal(e.to_string()))?;
-    let mut serial = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut serial).map_err(|_| KmsError::Internal("no randomness".into()))?;
-    serial[0] = (serial[0] & 0x7f) | 0x01; // positive and 16 bytes long
-    params.serial_number = Some(SerialNumber::from_slice(&serial));
-    Ok(params)
-}
-
-fn generate_pkcs8() -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
-        .map_err(|_| KmsError::Internal("RSA key generation failed".into()))?;
-    let der = AsDer::<Pkcs8V1Der>::as_der(&key)
-        .map_err(|_| KmsError::Internal("PKCS#8 encoding failed".into()))?;
-    Ok(Zeroizing::new(der.as_ref().to_vec()))
-}
-
-fn rcgen_key(pkcs8: &[u8]) -> Result<KeyPair, KmsError> {
-    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.into(), &rcgen::PKCS_RSA_SHA256)
-        .map_err(|e| KmsError::Internal(format!("key: {e}")))
-}
-
-fn load_private(record: KeyRecord, pkcs8: &[u8]) -> Result<LoadedKey, KmsError> {
-    let decrypting = PrivateDecryptingKey::from_pkcs8(pkcs8)
-        .ok()
-        .and_then(|k| OaepPrivateDecryptingKey::new(k).ok())
-        .ok_or(())
-        .map_err(|_| KmsError::Internal(format!("key {} does not load", record.alias)))?;
-    let signing = RsaKeyPair::from_pkcs8(pkcs8)
-        .map_err(|_| KmsError::Internal(format!("key {} does not load", record.alias)))?;
-    Ok(LoadedKey {
-        record,
-        decrypting,
-        signing,
-    })
-}
-
-const COLUMNS: &str = "alias, application_id, reference_id, key_id, thumbprint, certificate, generated_at, expires_at, kind";
-
-fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyRecordRow, ())> {
-    Ok((
-        KeyRecordRow {
-            alias: row.get(0)?,
-            application_id: row.get(1)?,
-            reference_id: row.get(2)?,
-            key_id: row.get(3)?,
-            thumbprint: row.get(4)?,
-            certificate: row.get(5)?,
-            generated_at: row.get(6)?,
-            expires_at: row.get(7)?,
-            kind: row.get(8)?,
-        },
-        (),
-    ))
-}
-
-struct KeyRecordRow {
-    alias: String,
-    application_id: String,
-    reference_id: String,
-    key_id: String,
-    thumbprint: String,
-    certificate: Vec<u8>,
-    generated_at: i64,
-    expires_at: i64,
-    kind: String,
-}
-
-impl KeyRecordRow {
-    fn into_record(self) -> Result<KeyRecord, KmsError> {
-        Ok(KeyRecord {
-            certificate: CertificateInfo::from_der(&self.certificate)
-                .map_err(|e| KmsError::Internal(format!("stored certificate: {e}")))?,
-            kind: KeyKind::parse(&self.kind)?,
-            alias: self.alias,
-            application_id: self.application_id,
-            reference_id: self.reference_id,
-            key_id: self.key_id,
-            thumbprint: self.thumbprint,
-            generated_at: self.generated_at,
-            expires_at: self.expires_at,
-        })
-    }
 }
 
 impl KeyStore {
@@ -865,38 +615,7 @@ impl KeyStore {
             ));
         }
         let pkcs8 = self.issuer_pkcs8(record)?;
-        let key = rcgen_key(&pkcs8)?;
-        let internal = |e: rcgen::Error| KmsError::Internal(format!("certificate request: {e}"));
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(internal)?;
-        let defaults =
-            distinguished_name(record.kind, &record.application_id, &record.reference_id);
-        let mut dn = DistinguishedName::new();
-        let given = |v: &Option<String>| v.as_ref().filter(|v| !v.trim().is_empty()).cloned();
-        for (kind, value) in [
-            (DnType::CommonName, given(&subject.common_name)),
-            (
-                DnType::OrganizationalUnitName,
-                given(&subject.organization_unit),
-            ),
-            (DnType::OrganizationName, given(&subject.organization)),
-            (DnType::LocalityName, given(&subject.location)),
-            (DnType::StateOrProvinceName, given(&subject.state)),
-            (DnType::CountryName, given(&subject.country)),
-        ] {
-            match value {
-                Some(v) => dn.push(kind, v),
-                None => {
-                    if let Some(d) = defaults.get(&kind) {
-                        dn.push(kind, d.clone());
-                    }
-                }
-            }
-        }
-        params.distinguished_name = dn;
-        params
-            .serialize_request(&key)
-            .and_then(|csr| csr.pem())
-            .map_err(internal)
+        certs::certificate_request(record, &pkcs8, subject)
     }
 
     fn issuer_pkcs8(&self, record: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> {
