@@ -2,6 +2,7 @@
 //! Keymanager, from the command line.
 #![forbid(unsafe_code)]
 
+mod cli;
 mod commands;
 mod config;
 mod failure;
@@ -10,122 +11,13 @@ mod kms_cmd;
 mod serve_cmd;
 mod shutdown;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-use crate::config::FileConfig;
-use crate::failure::Failure;
-
-/// Encryption, decryption, JWS signing and verification through a MOSIP Keymanager, without
-/// the application ever holding private keys.
-///
-/// Exit codes: 0 success; 1 verification or decryption refused; 2 usage, configuration or
-/// malformed input; 3 the key manager or the auth server could not be reached or answered
-/// with an error.
-#[derive(Debug, Parser)]
-#[command(name = "g2p-keymanager", version)]
-struct Cli {
-    /// Configuration file (TOML, `[providers.NAME]` tables). `KEYMANAGER_*` variables
-    /// override it.
-    #[arg(
-        long,
-        global = true,
-        env = "G2P_KEYMANAGER_CONFIG",
-        value_name = "PATH"
-    )]
-    config: Option<PathBuf>,
-    /// Provider to use (default: `default_provider` of the file, or `default`). For `serve`,
-    /// the default provider; every configured provider is served.
-    #[arg(long, global = true, value_name = "NAME")]
-    provider: Option<String>,
-    /// Log format on standard error: `text` or `json` (one object per line). The level comes
-    /// from `G2P_LOG` (e.g. `info`, `g2p_gateway=debug`).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// Log output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the HTTP gateway (encrypt, decrypt, sign, verify, JWKS, health, metrics) over
-    /// the configured providers; without configuration, over the embedded key manager.
-    Serve(serve_cmd::ServeArgs),
-    /// Make or hash the gateway's API keys.
-    #[command(subcommand, name = "api-key")]
-    ApiKey(serve_cmd::ApiKeyCommand),
-    /// Encrypt raw bytes; print the base64url ciphertext.
-    Encrypt(commands::InOut),
-    /// Decrypt a base64url ciphertext; print the raw plaintext.
-    Decrypt(commands::InOut),
-    /// Sign a JSON document (or text with --text); print the compact JWS.
-    Sign(commands::SignArgs),
-    /// Verify a compact JWS; print the verified payload.
-    Verify(commands::VerifyArgs),
-    /// Print the public keys as a JWK set.
-    Jwks,
-    /// Fetch an access token; print its subject and expiry.
-    Token(commands::TokenArgs),
-    /// The embedded key manager: serve it, list and rotate its keys.
-    #[command(subcommand)]
-    Kms(kms_cmd::KmsCommand),
-}
-
-async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::ApiKey(command) = &cli.command {
-        return serve_cmd::api_key(command);
-    }
-    let mut file = match &cli.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    if let Command::Kms(command) = &cli.command {
-        return kms_cmd::run(command, &mut file).await;
-    }
-    if let Command::Serve(args) = &cli.command {
-        return serve_cmd::serve(file, cli.provider.as_deref(), args).await;
-    }
-    let (name, provider) = file.build(cli.provider.as_deref(), |k| std::env::var(k).ok())?;
-    tracing::debug!(provider = %name, "provider selected");
-    match &cli.command {
-        Command::Encrypt(io) => commands::encrypt(&provider, io).await,
-        Command::Decrypt(io) => commands::decrypt(&provider, io).await,
-        Command::Sign(args) => commands::sign(&provider, args).await,
-        Command::Verify(args) => commands::verify(&provider, args).await,
-        Command::Jwks => commands::jwks(&provider).await,
-        Command::Token(args) => commands::token(&provider, args).await,
-        Command::Kms(_) | Command::ApiKey(_) | Command::Serve(_) => Ok(()),
-    }
-}
+use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Services log their requests; one-shot commands only their warnings.
-    let default_level = match &cli.command {
-        Command::Serve(_) | Command::Kms(kms_cmd::KmsCommand::Serve(_)) => "info",
-        _ => "warn",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("G2P_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.init(),
-    }
+    let cli = cli::Cli::parse();
+    cli::init_logs(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::from(failure::EXIT_UNAVAILABLE);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
