@@ -415,6 +415,14 @@ pre_expire_days = 30
     });
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("svc-secret"));
+    assert!(
+        stderr.contains("request done") && stderr.contains("/v1/keymanager/decrypt"),
+        "no access log: {stderr}"
+    );
+    assert!(
+        !stderr.contains("Authorization="),
+        "a token reached the log"
+    );
 
     // The key commands see the same directory and policies through the file.
     let list = |data: &std::path::Path| {

@@ -67,7 +67,27 @@ pub fn app(state: ServerState) -> Router {
         .route("/realms/{realm}/protocol/openid-connect/token", post(token))
         .route("/realms/{realm}/protocol/openid-connect/certs", get(certs))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// One log line per request: method, path (never the query, which may carry ids), status and
+/// time. Bodies, cookies and tokens are not logged. HTTP 200 with `errors` is still 200 here;
+/// the KER code is in the answer.
+async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "g2p_kms::server",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request done"
+    );
+    response
 }
 
 /// A body over [`MAX_BODY_BYTES`] is answered 413 in the MOSIP envelope, like every other
