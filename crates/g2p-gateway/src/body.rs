@@ -11,16 +11,20 @@ use serde_json::Value;
 use crate::GatewayState;
 use crate::api::ErrorBody;
 use crate::error::ApiError;
-use crate::observe::record_batch;
+use crate::observe::{RequestStart, record_batch};
 
 /// The raw body, with a too-large body answered as 413 in our error format.
-pub(crate) struct Body(pub(crate) Bytes);
+pub(crate) struct Body(pub(crate) Bytes, pub(crate) tokio::time::Instant);
 
 impl FromRequest<GatewayState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &GatewayState) -> Result<Self, ApiError> {
         let limit = state.options().body_limit;
+        let started = request
+            .extensions()
+            .get::<RequestStart>()
+            .map_or_else(tokio::time::Instant::now, |s| s.0);
         // A body that trickles in is the client's problem (408), not a key manager's (504):
         // it gets half the request's time.
         let patience = state.options().request_timeout / 2;
@@ -33,7 +37,7 @@ impl FromRequest<GatewayState> for Body {
                     format!("the body did not arrive within {} ms", patience.as_millis()),
                 )
             })?
-            .map(Body)
+            .map(|bytes| Body(bytes, started))
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
@@ -125,6 +129,7 @@ pub(crate) fn item<T: DeserializeOwned>(index: usize, value: Value) -> Result<T,
 pub(crate) async fn run_batch<T, R, F, Fut>(
     state: &GatewayState,
     operation: &'static str,
+    started: tokio::time::Instant,
     items: Vec<Value>,
     op: F,
 ) -> Vec<Result<R, ApiError>>
@@ -135,10 +140,11 @@ where
 {
     record_batch(operation, items.len());
     let op = &op;
-    // Items still running near the end of the request's time answer `timeout` on their own,
-    // so the items that finished are not lost to a timeout of the whole request.
+    // Items still running near the end of the request's time (counted from its arrival)
+    // answer `timeout` on their own, so the items that finished are not lost to a timeout of
+    // the whole request.
     let timeout = state.options().request_timeout;
-    let deadline = tokio::time::Instant::now() + timeout.mul_f64(0.9);
+    let deadline = started + timeout.mul_f64(0.9);
     futures_util::stream::iter(items.into_iter().enumerate().map(|(i, value)| async move {
         let request = item::<T>(i, value)?;
         tokio::time::timeout_at(deadline, op(request))

@@ -43,13 +43,13 @@ use crate::ops::{decrypt_one, encrypt_one, finish, sign_one, verify_one};
 pub async fn encrypt(
     State(state): State<GatewayState>,
     caller: Caller,
-    Body(body): Body,
+    Body(body, started): Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Encrypt)?;
     match parse::<DataRequest>(&body, state.options().batch_limit)? {
         Parsed::One(request) => Ok(Json(encrypt_one(&state, None, request).await?).into_response()),
         Parsed::Batch { items, provider } => {
-            let results = run_batch(&state, "encrypt", items, |request| {
+            let results = run_batch(&state, "encrypt", started, items, |request| {
                 encrypt_one(&state, provider.as_deref(), request)
             })
             .await;
@@ -83,13 +83,13 @@ pub async fn encrypt(
 pub async fn decrypt(
     State(state): State<GatewayState>,
     caller: Caller,
-    Body(body): Body,
+    Body(body, started): Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Decrypt)?;
     match parse::<DataRequest>(&body, state.options().batch_limit)? {
         Parsed::One(request) => Ok(Json(decrypt_one(&state, None, request).await?).into_response()),
         Parsed::Batch { items, provider } => {
-            let results = run_batch(&state, "decrypt", items, |request| {
+            let results = run_batch(&state, "decrypt", started, items, |request| {
                 decrypt_one(&state, provider.as_deref(), request)
             })
             .await;
@@ -123,13 +123,13 @@ pub async fn decrypt(
 pub async fn sign(
     State(state): State<GatewayState>,
     caller: Caller,
-    Body(body): Body,
+    Body(body, started): Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Sign)?;
     match parse::<SignRequest>(&body, state.options().batch_limit)? {
         Parsed::One(request) => Ok(Json(sign_one(&state, None, request).await?).into_response()),
         Parsed::Batch { items, provider } => {
-            let results = run_batch(&state, "sign", items, |request| {
+            let results = run_batch(&state, "sign", started, items, |request| {
                 sign_one(&state, provider.as_deref(), request)
             })
             .await;
@@ -162,13 +162,13 @@ pub async fn sign(
 pub async fn verify(
     State(state): State<GatewayState>,
     caller: Caller,
-    Body(body): Body,
+    Body(body, started): Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Verify)?;
     match parse::<VerifyRequest>(&body, state.options().batch_limit)? {
         Parsed::One(request) => Ok(Json(verify_one(&state, None, request).await?).into_response()),
         Parsed::Batch { items, provider } => {
-            let results = run_batch(&state, "verify", items, |request| {
+            let results = run_batch(&state, "verify", started, items, |request| {
                 verify_one(&state, provider.as_deref(), request)
             })
             .await;
@@ -209,9 +209,16 @@ pub async fn jwks(
     let (body, etag) = match state.cached_jwks() {
         Some(cached) => cached,
         None => {
-            let fresh = jwks_document(&state).await?;
-            state.cache_jwks(fresh.clone());
-            fresh
+            // One rebuild at a time; those who waited use it.
+            let _building = state.jwks_building().await;
+            match state.cached_jwks() {
+                Some(cached) => cached,
+                None => {
+                    let fresh = jwks_document(&state).await?;
+                    state.cache_jwks(fresh.clone());
+                    fresh
+                }
+            }
         }
     };
     let cache_control = format!("public, max-age={}", state.options().jwks_max_age.as_secs());

@@ -70,6 +70,8 @@ struct Inner {
     options: GatewayOptions,
     /// The last JWKS body and ETag built, and when.
     jwks: std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes, String)>>,
+    /// Held while the JWKS is rebuilt.
+    jwks_building: tokio::sync::Mutex<()>,
 }
 
 /// What the handlers share: the providers, the API keys and the options.
@@ -111,6 +113,7 @@ impl GatewayState {
                 api_keys,
                 options,
                 jwks: std::sync::Mutex::new(None),
+                jwks_building: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -136,6 +139,10 @@ impl GatewayState {
             .as_ref()
             .filter(|(at, _, _)| at.elapsed() < self.inner.options.jwks_refresh)
             .map(|(_, body, etag)| (body.clone(), etag.clone()))
+    }
+
+    pub(crate) async fn jwks_building(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.jwks_building.lock().await
     }
 
     pub(crate) fn cache_jwks(&self, (body, etag): (axum::body::Bytes, String)) {

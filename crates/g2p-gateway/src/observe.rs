@@ -51,6 +51,10 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// When the request arrived (in the request's extensions), for deadlines inside it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestStart(pub(crate) tokio::time::Instant);
+
 fn next_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PREFIX: OnceLock<String> = OnceLock::new();
@@ -101,6 +105,9 @@ pub async fn observe(
         .and_then(acceptable_id)
         .unwrap_or_else(next_request_id);
     request.extensions_mut().insert(RequestId(id.clone()));
+    request
+        .extensions_mut()
+        .insert(RequestStart(tokio::time::Instant::now()));
     let method = request.method().clone();
     let route = route_label(request.uri().path());
     let span = tracing::info_span!(

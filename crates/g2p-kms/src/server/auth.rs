@@ -170,30 +170,39 @@ pub fn realm_key(
     }
     let path = dir.join(format!("realm-{name}.key"));
     let context = format!("realm:{name}");
-    match std::fs::read(&path) {
-        Ok(wrapped) => {
-            return kek.unwrap(context.as_bytes(), &wrapped).ok_or_else(|| {
+    let read = |path: &std::path::Path| -> Result<Option<Zeroizing<Vec<u8>>>, KmsError> {
+        match std::fs::read(path) {
+            Ok(wrapped) => kek.unwrap(context.as_bytes(), &wrapped).map(Some).ok_or_else(|| {
                 KmsError::Config(format!(
-                    "{} was written under another key-encryption key",
+                    "{} does not unwrap (damaged, or written under another key-encryption key); remove it to make a new realm key (issued tokens stop working)",
                     path.display()
                 ))
-            });
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(KmsError::Config(format!("cannot read {}: {e}", path.display()))),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(KmsError::Config(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
+    };
+    if let Some(key) = read(&path)? {
+        return Ok(key);
     }
     let key = generate_realm_key()?;
     let wrapped = kek.wrap(context.as_bytes(), &key)?;
+    // Written whole to a file of our own, then linked into place: the link fails if another
+    // process got there first, and then its key is the one used.
+    let mut suffix = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| KmsError::Internal("no randomness".into()))?;
+    let tmp = dir.join(format!(
+        ".realm-{name}.{}.{}.tmp",
+        std::process::id(),
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
-        let tmp = dir.join(format!(".realm-{name}.key.tmp"));
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -202,18 +211,16 @@ pub fn realm_key(
         let mut file = options.open(&tmp)?;
         file.write_all(&wrapped)?;
         file.sync_all()?;
-        // A concurrent first start may have won: keep its key.
-        if path.exists() {
-            return std::fs::remove_file(&tmp);
+        match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
         }
-        std::fs::rename(&tmp, &path)
     };
-    write().map_err(|e| KmsError::Config(format!("cannot write {}: {e}", path.display())))?;
-    // Read back what is on disk (ours, or the one a concurrent start wrote first).
-    let wrapped = std::fs::read(&path)
-        .map_err(|e| KmsError::Config(format!("cannot read {}: {e}", path.display())))?;
-    kek.unwrap(context.as_bytes(), &wrapped)
-        .ok_or_else(|| KmsError::Config(format!("{} does not unwrap", path.display())))
+    let written = write();
+    let _ = std::fs::remove_file(&tmp);
+    written.map_err(|e| KmsError::Config(format!("cannot write {}: {e}", path.display())))?;
+    read(&path)?.ok_or_else(|| KmsError::Config(format!("{} vanished", path.display())))
 }
 
 /// An RFC 6749 error answer: (HTTP status, `error`, `error_description`).
@@ -595,6 +602,17 @@ mod tests {
         let wrong = crate::Kek::from_bytes(&[8u8; 32]).unwrap();
         let e = realm_key(dir.path(), &wrong, "openg2p").unwrap_err();
         assert!(e.to_string().contains("another key-encryption key"), "{e}");
+        // Concurrent first starts agree on one key.
+        let fresh = tempfile::tempdir().unwrap();
+        let keys: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| scope.spawn(|| realm_key(fresh.path(), &kek, "race").unwrap().to_vec()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|w| w[0] == w[1]));
+        let leftovers = std::fs::read_dir(fresh.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "temporary files left behind");
         assert!(realm_key(dir.path(), &kek, "../x").is_err());
         #[cfg(unix)]
         {
