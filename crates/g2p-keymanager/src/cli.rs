@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::FileConfig;
 use crate::failure::Failure;
-use crate::{commands, kms_cmd, serve_cmd};
+use crate::{bulk_cmd, commands, kms_cmd, serve_cmd};
 
 /// Encryption, decryption, JWS signing and verification through a MOSIP Keymanager, without
 /// the application ever holding private keys.
@@ -67,6 +67,10 @@ pub enum Command {
     Jwks,
     /// Fetch an access token; print its subject and expiry.
     Token(commands::TokenArgs),
+    /// Encrypt or decrypt chosen fields of every record of a JSON Lines file (a registry
+    /// export), many at once; written whole or not at all.
+    #[command(subcommand)]
+    Bulk(bulk_cmd::BulkCommand),
     /// The embedded key manager: serve it, list and rotate its keys.
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
@@ -95,6 +99,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify(args) => commands::verify(&provider, args).await,
         Command::Jwks => commands::jwks(&provider).await,
         Command::Token(args) => commands::token(&provider, args).await,
+        Command::Bulk(command) => bulk_cmd::run(&provider, command).await,
         Command::Kms(_) | Command::ApiKey(_) | Command::Serve(_) => Ok(()),
     }
 }
