@@ -1,10 +1,13 @@
 //! Request bodies: the raw body under the size and time limits, one request or a batch, and
 //! running a batch's items concurrently in order.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -57,7 +60,7 @@ impl FromRequest<GatewayState> for Body {
 
 /// A body: one request, or a batch of raw items (each parsed on its own, so one malformed
 /// item fails alone).
-pub(crate) enum Parsed<T> {
+enum Parsed<T> {
     One(T),
     Batch {
         items: Vec<Value>,
@@ -65,10 +68,7 @@ pub(crate) enum Parsed<T> {
     },
 }
 
-pub(crate) fn parse<T: DeserializeOwned>(
-    body: &[u8],
-    batch_limit: usize,
-) -> Result<Parsed<T>, ApiError> {
+fn parse<T: DeserializeOwned>(body: &[u8], batch_limit: usize) -> Result<Parsed<T>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
@@ -120,13 +120,13 @@ pub(crate) fn parse<T: DeserializeOwned>(
     }
 }
 
-pub(crate) fn item<T: DeserializeOwned>(index: usize, value: Value) -> Result<T, ApiError> {
+fn item<T: DeserializeOwned>(index: usize, value: Value) -> Result<T, ApiError> {
     T::deserialize(value)
         .map_err(|e| ApiError::bad_request("invalid_request", format!("items[{index}]: {e}")))
 }
 
 /// Runs `op` over the items, concurrently (bounded), answering in order.
-pub(crate) async fn run_batch<T, R, F, Fut>(
+async fn run_batch<T, R, F, Fut>(
     state: &GatewayState,
     operation: &'static str,
     started: tokio::time::Instant,
@@ -165,13 +165,35 @@ where
     .await
 }
 
-pub(crate) fn item_or_error<T, I>(
-    result: Result<T, ApiError>,
-    ok: fn(T) -> I,
+/// Answers one operation's body: one request, or a batch answered item by item.
+pub(crate) async fn operation<'s, T, R, I, B, F, Fut>(
+    state: &'s GatewayState,
+    Body(body, started): Body,
+    name: &'static str,
+    one: F,
+    ok: fn(R) -> I,
     err: fn(ErrorBody) -> I,
-) -> I {
-    match result {
-        Ok(value) => ok(value),
-        Err(e) => err(e.body()),
+    batch: fn(Vec<I>) -> B,
+) -> Result<Response, ApiError>
+where
+    T: DeserializeOwned,
+    R: Serialize,
+    B: Serialize,
+    F: Fn(&'s GatewayState, Option<String>, T) -> Fut,
+    Fut: Future<Output = Result<R, ApiError>>,
+{
+    match parse::<T>(&body, state.options().batch_limit)? {
+        Parsed::One(request) => Ok(Json(one(state, None, request).await?).into_response()),
+        Parsed::Batch { items, provider } => {
+            let results = run_batch(state, name, started, items, |request| {
+                one(state, provider.clone(), request)
+            })
+            .await;
+            let items = results
+                .into_iter()
+                .map(|r| r.map_or_else(|e| err(e.body()), ok))
+                .collect();
+            Ok(Json(batch(items)).into_response())
+        }
     }
 }

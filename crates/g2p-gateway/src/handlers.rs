@@ -12,12 +12,12 @@ use g2p_encryption::{JwkSet, b64};
 
 use crate::GatewayState;
 use crate::api::{
-    DataBatchResponse, DataBody, DataItem, DataRequest, DataResult, ErrorBody, Health, JwksDoc,
-    SignBatchResponse, SignBody, SignItem, SignRequest, SignResult, VerifyBatchResponse,
-    VerifyBody, VerifyItem, VerifyRequest, VerifyResult,
+    DataBatchResponse, DataBody, DataItem, DataResult, ErrorBody, Health, JwksDoc,
+    SignBatchResponse, SignBody, SignItem, SignResult, VerifyBatchResponse, VerifyBody, VerifyItem,
+    VerifyResult,
 };
 use crate::auth::{Caller, Scope};
-use crate::body::{Body, Parsed, item_or_error, parse, run_batch};
+use crate::body::{Body, operation};
 use crate::error::ApiError;
 use crate::observe::prometheus;
 use crate::ops::{decrypt_one, encrypt_one, finish, sign_one, verify_one};
@@ -43,23 +43,19 @@ use crate::ops::{decrypt_one, encrypt_one, finish, sign_one, verify_one};
 pub async fn encrypt(
     State(state): State<GatewayState>,
     caller: Caller,
-    Body(body, started): Body,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Encrypt)?;
-    match parse::<DataRequest>(&body, state.options().batch_limit)? {
-        Parsed::One(request) => Ok(Json(encrypt_one(&state, None, request).await?).into_response()),
-        Parsed::Batch { items, provider } => {
-            let results = run_batch(&state, "encrypt", started, items, |request| {
-                encrypt_one(&state, provider.as_deref(), request)
-            })
-            .await;
-            let items = results
-                .into_iter()
-                .map(|r| item_or_error(r, DataItem::Ok, DataItem::Err))
-                .collect();
-            Ok(Json(DataBatchResponse { items }).into_response())
-        }
-    }
+    operation(
+        &state,
+        body,
+        "encrypt",
+        encrypt_one,
+        DataItem::Ok,
+        DataItem::Err,
+        |items| DataBatchResponse { items },
+    )
+    .await
 }
 
 /// Decrypts a ciphertext.
@@ -83,23 +79,19 @@ pub async fn encrypt(
 pub async fn decrypt(
     State(state): State<GatewayState>,
     caller: Caller,
-    Body(body, started): Body,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Decrypt)?;
-    match parse::<DataRequest>(&body, state.options().batch_limit)? {
-        Parsed::One(request) => Ok(Json(decrypt_one(&state, None, request).await?).into_response()),
-        Parsed::Batch { items, provider } => {
-            let results = run_batch(&state, "decrypt", started, items, |request| {
-                decrypt_one(&state, provider.as_deref(), request)
-            })
-            .await;
-            let items = results
-                .into_iter()
-                .map(|r| item_or_error(r, DataItem::Ok, DataItem::Err))
-                .collect();
-            Ok(Json(DataBatchResponse { items }).into_response())
-        }
-    }
+    operation(
+        &state,
+        body,
+        "decrypt",
+        decrypt_one,
+        DataItem::Ok,
+        DataItem::Err,
+        |items| DataBatchResponse { items },
+    )
+    .await
 }
 
 /// Signs a JSON document or text as a compact JWS (RS256).
@@ -123,23 +115,19 @@ pub async fn decrypt(
 pub async fn sign(
     State(state): State<GatewayState>,
     caller: Caller,
-    Body(body, started): Body,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Sign)?;
-    match parse::<SignRequest>(&body, state.options().batch_limit)? {
-        Parsed::One(request) => Ok(Json(sign_one(&state, None, request).await?).into_response()),
-        Parsed::Batch { items, provider } => {
-            let results = run_batch(&state, "sign", started, items, |request| {
-                sign_one(&state, provider.as_deref(), request)
-            })
-            .await;
-            let items = results
-                .into_iter()
-                .map(|r| item_or_error(r, SignItem::Ok, SignItem::Err))
-                .collect();
-            Ok(Json(SignBatchResponse { items }).into_response())
-        }
-    }
+    operation(
+        &state,
+        body,
+        "sign",
+        sign_one,
+        SignItem::Ok,
+        SignItem::Err,
+        |items| SignBatchResponse { items },
+    )
+    .await
 }
 
 /// Verifies a compact JWS against the provider's signing keys.
@@ -162,23 +150,19 @@ pub async fn sign(
 pub async fn verify(
     State(state): State<GatewayState>,
     caller: Caller,
-    Body(body, started): Body,
+    body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Verify)?;
-    match parse::<VerifyRequest>(&body, state.options().batch_limit)? {
-        Parsed::One(request) => Ok(Json(verify_one(&state, None, request).await?).into_response()),
-        Parsed::Batch { items, provider } => {
-            let results = run_batch(&state, "verify", started, items, |request| {
-                verify_one(&state, provider.as_deref(), request)
-            })
-            .await;
-            let items = results
-                .into_iter()
-                .map(|r| item_or_error(r, VerifyItem::Ok, VerifyItem::Err))
-                .collect();
-            Ok(Json(VerifyBatchResponse { items }).into_response())
-        }
-    }
+    operation(
+        &state,
+        body,
+        "verify",
+        verify_one,
+        VerifyItem::Ok,
+        VerifyItem::Err,
+        |items| VerifyBatchResponse { items },
+    )
+    .await
 }
 
 fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {

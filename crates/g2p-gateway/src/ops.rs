@@ -56,10 +56,14 @@ pub(crate) fn finish<T>(
 
 pub(crate) async fn encrypt_one(
     state: &GatewayState,
-    batch_provider: Option<&str>,
+    batch_provider: Option<String>,
     request: DataRequest,
 ) -> Result<DataResponse, ApiError> {
-    let (name, provider) = provider_for(state, request.provider.as_deref(), batch_provider)?;
+    let (name, provider) = provider_for(
+        state,
+        request.provider.as_deref(),
+        batch_provider.as_deref(),
+    )?;
     let mut plaintext = decode_b64("data", &request.data)?;
     let started = Instant::now();
     let result = provider.encrypt(&plaintext).await;
@@ -72,10 +76,14 @@ pub(crate) async fn encrypt_one(
 
 pub(crate) async fn decrypt_one(
     state: &GatewayState,
-    batch_provider: Option<&str>,
+    batch_provider: Option<String>,
     request: DataRequest,
 ) -> Result<DataResponse, ApiError> {
-    let (name, provider) = provider_for(state, request.provider.as_deref(), batch_provider)?;
+    let (name, provider) = provider_for(
+        state,
+        request.provider.as_deref(),
+        batch_provider.as_deref(),
+    )?;
     let ciphertext = decode_b64("data", &request.data)?;
     let started = Instant::now();
     let result = provider.decrypt(&ciphertext).await;
@@ -87,10 +95,14 @@ pub(crate) async fn decrypt_one(
 
 pub(crate) async fn sign_one(
     state: &GatewayState,
-    batch_provider: Option<&str>,
+    batch_provider: Option<String>,
     request: SignRequest,
 ) -> Result<SignResponse, ApiError> {
-    let (name, provider) = provider_for(state, request.provider.as_deref(), batch_provider)?;
+    let (name, provider) = provider_for(
+        state,
+        request.provider.as_deref(),
+        batch_provider.as_deref(),
+    )?;
     let payload = match (request.payload, request.text) {
         (Some(value), None) => SignPayload::Json(value),
         (None, Some(text)) => SignPayload::Text(text),
@@ -131,10 +143,14 @@ pub(crate) fn render_payload(bytes: &[u8], response: &mut VerifyResponse) {
 
 pub(crate) async fn verify_one(
     state: &GatewayState,
-    batch_provider: Option<&str>,
+    batch_provider: Option<String>,
     request: VerifyRequest,
 ) -> Result<VerifyResponse, ApiError> {
-    let (name, provider) = provider_for(state, request.provider.as_deref(), batch_provider)?;
+    let (name, provider) = provider_for(
+        state,
+        request.provider.as_deref(),
+        batch_provider.as_deref(),
+    )?;
     let detached = match (request.payload, request.text) {
         (Some(value), None) => Some(serde_json::to_vec(&value).unwrap_or_default()),
         (None, Some(text)) => Some(text.into_bytes()),
