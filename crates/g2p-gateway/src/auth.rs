@@ -75,11 +75,7 @@ impl fmt::Debug for ApiKey {
 /// The SHA-256 of a key, as configured: `sha256:` followed by 64 hex digits.
 pub fn hash_key(secret: &str) -> String {
     let d = digest::digest(&digest::SHA256, secret.as_bytes());
-    let mut out = String::from("sha256:");
-    for b in d.as_ref() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!("sha256:{}", hex::encode(d.as_ref()))
 }
 
 impl ApiKey {
@@ -88,21 +84,15 @@ impl ApiKey {
     /// # Errors
     /// A message naming what is wrong with the hash or the scopes.
     pub fn from_hash(name: &str, hash: &str, scopes: &[String]) -> Result<Self, String> {
-        let hex = hash.strip_prefix("sha256:").ok_or_else(|| {
+        let digits = hash.strip_prefix("sha256:").ok_or_else(|| {
             format!(
                 "API key {name:?}: hash must start with \"sha256:\" (store the hash, not the key)"
             )
         })?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "API key {name:?}: hash must be 64 hex digits after \"sha256:\""
-            ));
-        }
         let mut sha256 = [0u8; 32];
-        for (i, byte) in sha256.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| format!("API key {name:?}: hash is not hex"))?;
-        }
+        hex::decode_to_slice(digits, &mut sha256).map_err(|_| {
+            format!("API key {name:?}: hash must be 64 hex digits after \"sha256:\"")
+        })?;
         if scopes.is_empty() {
             return Err(format!("API key {name:?}: no scopes"));
         }

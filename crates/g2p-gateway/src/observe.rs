@@ -61,7 +61,7 @@ fn next_request_id() -> String {
     let prefix = PREFIX.get_or_init(|| {
         let mut bytes = [0u8; 4];
         let _ = aws_lc_rs::rand::fill(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(bytes)
     });
     format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }

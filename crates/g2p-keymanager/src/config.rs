@@ -64,7 +64,7 @@ pub struct KmsTable {
     /// Data directory (default `$G2P_DATA_DIR`, else `./g2p-data`; `--data-dir` overrides).
     pub data_dir: Option<PathBuf>,
     /// `kms serve` address (default `127.0.0.1:8088`; `--listen` overrides).
-    pub listen: Option<String>,
+    pub listen: Option<std::net::SocketAddr>,
     /// Realm of the token endpoint (default `openg2p`).
     pub realm: Option<String>,
     /// Lifetime of issued tokens, seconds (default 300).
@@ -148,7 +148,7 @@ impl KmsTable {
 #[serde(deny_unknown_fields)]
 pub struct GatewayTable {
     /// Address to listen on (default `127.0.0.1:8080`; `--listen` overrides).
-    pub listen: Option<String>,
+    pub listen: Option<std::net::SocketAddr>,
     /// Largest request body, bytes (default 4 MiB).
     pub body_limit: Option<usize>,
     /// Most items in one batch (default 1000).

@@ -198,13 +198,10 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
     for spec in &args.clients {
         clients.push(Client::parse(spec).map_err(Failure::usage)?);
     }
-    let listen = match (args.listen, &table.listen) {
-        (Some(addr), _) => addr,
-        (None, Some(text)) => text
-            .parse()
-            .map_err(|e| Failure::usage(format!("kms.listen {text:?} is not an address: {e}")))?,
-        (None, None) => SocketAddr::from(([127, 0, 0, 1], 8088)),
-    };
+    let listen = args
+        .listen
+        .or(table.listen)
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8088)));
     let realm_name = args
         .realm
         .clone()
@@ -223,15 +220,7 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
     } else {
         None
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Failure {
-            exit: EXIT_UNAVAILABLE,
-            message: format!("cannot listen on {listen}: {e}"),
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let (listener, addr) = crate::service::bind(listen).await?;
     let base = format!("http://{addr}");
     // The realm's signing key is kept (wrapped) in the data directory: tokens survive a
     // restart on the same address.
@@ -256,7 +245,7 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
     crate::io::write_output(None, banner.as_bytes())?;
     tracing::info!(%addr, data_dir = %dir.display(), "key manager serving");
     let state = ServerState::new(Arc::clone(&kms), realm);
-    serve(listener, state, crate::shutdown::signal())
+    serve(listener, state, crate::service::signal())
         .await
         .map_err(|e| Failure {
             exit: EXIT_UNAVAILABLE,

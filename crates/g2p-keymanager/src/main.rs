@@ -10,7 +10,7 @@ mod failure;
 mod io;
 mod kms_cmd;
 mod serve_cmd;
-mod shutdown;
+mod service;
 
 use std::process::ExitCode;
 

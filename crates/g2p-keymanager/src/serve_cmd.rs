@@ -11,7 +11,7 @@ use crate::failure::{EXIT_UNAVAILABLE, Failure};
 use crate::kms_cmd::getrandom_fill;
 
 /// The gateway's default address: loopback only.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
 
 /// `serve` arguments.
 #[derive(Debug, Args)]
@@ -59,15 +59,10 @@ pub async fn serve(
     args: &ServeArgs,
 ) -> Result<(), Failure> {
     let gateway = std::mem::take(&mut file.gateway);
-    let listen = match (args.listen, &gateway.listen) {
-        (Some(addr), _) => addr,
-        (None, Some(text)) => text.parse().map_err(|e| {
-            Failure::usage(format!("gateway.listen {text:?} is not an address: {e}"))
-        })?,
-        (None, None) => DEFAULT_LISTEN
-            .parse()
-            .map_err(|e| Failure::usage(format!("{e}")))?,
-    };
+    let listen = args
+        .listen
+        .or(gateway.listen)
+        .unwrap_or(SocketAddr::from(DEFAULT_LISTEN));
     let options = gateway.options()?;
     let keys = gateway.api_keys()?;
     let (registry, built) = file.build_all(provider, |k| std::env::var(k).ok())?;
@@ -75,15 +70,7 @@ pub async fn serve(
     let key_count = keys.len();
     let state =
         GatewayState::new(registry, keys, options).map_err(|e| Failure::usage(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Failure {
-            exit: EXIT_UNAVAILABLE,
-            message: format!("cannot listen on {listen}: {e}"),
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let (listener, addr) = crate::service::bind(listen).await?;
     let mut banner = format!("http://{addr}\n");
     for (name, provider) in &built {
         banner.push_str(&describe(name, provider));
@@ -104,7 +91,7 @@ pub async fn serve(
     }
     crate::io::write_output(None, banner.as_bytes())?;
     tracing::info!(%addr, providers = built.len(), default = %default, "gateway serving");
-    g2p_gateway::run(listener, state, crate::shutdown::signal())
+    g2p_gateway::run(listener, state, crate::service::signal())
         .await
         .map_err(|e| Failure {
             exit: EXIT_UNAVAILABLE,

@@ -138,7 +138,8 @@ impl Kek {
     }
 }
 
-fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Creates `path` (it must not exist) with `bytes`, readable by the owner only, and syncs it.
+pub(crate) fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -200,17 +200,7 @@ pub fn realm_key(
             .collect::<String>()
     ));
     let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp)?;
-        file.write_all(&wrapped)?;
-        file.sync_all()?;
+        crate::kek::create_private_file(&tmp, &wrapped)?;
         match std::fs::hard_link(&tmp, &path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
