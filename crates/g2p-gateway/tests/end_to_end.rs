@@ -3,6 +3,8 @@
 //! endpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
 use g2p_encryption::{ProviderRegistry, b64};
@@ -10,21 +12,14 @@ use g2p_encryption_keymanager::{KeymanagerConfig, KeymanagerProvider};
 use g2p_gateway::{ApiKeys, GatewayOptions, GatewayState, run};
 use g2p_kms::server::auth::{Client, Realm};
 use g2p_kms::server::{ServerState, serve};
-use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, StoreOptions};
+use g2p_kms::{LocalProvider, LocalSettings};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_keymanager_provider_embedded_kms() {
     // The key manager.
     let dir = tempfile::tempdir().unwrap();
-    let kms = Arc::new(
-        Kms::open(
-            dir.path(),
-            Kek::load(dir.path(), None).unwrap(),
-            StoreOptions::default(),
-        )
-        .unwrap(),
-    );
+    let kms = common::open_kms(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let kms_base = format!("http://{}", listener.local_addr().unwrap());
     let realm = Realm::new(
@@ -168,28 +163,10 @@ async fn gateway_keymanager_provider_embedded_kms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_requests_in_flight_finish() {
-    // A key manager that accepts connections and never answers: requests stay in flight
-    // until the provider's 1 s timeout.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
-    let mut settings = KeymanagerConfig::settings(
-        &format!("http://{silent_addr}/v1/keymanager"),
-        &format!("http://{silent_addr}/token"),
-        "gw",
-        "gw-secret",
-    );
-    settings.api_timeout = Some(1);
+    // A key manager that never answers: requests stay in flight until the provider's 1 s
+    // timeout.
     let mut registry = ProviderRegistry::new();
-    registry.insert(
-        "slow",
-        Arc::new(KeymanagerProvider::new(settings.build().unwrap()).unwrap()),
-    );
+    registry.insert("slow", Arc::new(common::silent_provider(1).await));
     let state = GatewayState::new(registry, ApiKeys::none(), GatewayOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -2,6 +2,8 @@
 //! and the Keymanager provider in front of unreachable, hanging and real key managers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,18 +15,16 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use g2p_encryption::{ProviderRegistry, b64};
 use g2p_encryption_keymanager::{KeymanagerConfig, KeymanagerProvider};
 use g2p_gateway::{ApiKey, ApiKeys, GatewayOptions, GatewayState, app, hash_key};
-use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, StoreOptions};
+use g2p_kms::{LocalProvider, LocalSettings};
 use g2p_mosip::cipher::CipherParams;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use common::{open_kms, silent_provider};
+
 const LOOPBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
 const REMOTE: ([u8; 4], u16) = ([192, 0, 2, 7], 40000);
-
-fn open_kms(dir: &std::path::Path) -> Arc<Kms> {
-    Arc::new(Kms::open(dir, Kek::load(dir, None).unwrap(), StoreOptions::default()).unwrap())
-}
 
 /// Two embedded providers over one store: `local` (default) and `other`, which seals with
 /// another aad, so the two cannot open each other's ciphertexts.
@@ -46,6 +46,14 @@ fn registry(dir: &std::path::Path) -> ProviderRegistry {
 
 fn gateway(registry: ProviderRegistry, keys: ApiKeys, options: GatewayOptions) -> Router {
     app(GatewayState::new(registry, keys, options).unwrap())
+}
+
+/// Both providers, no API keys, default options, as seen from `peer`.
+fn default_gateway(dir: &std::path::Path, peer: ([u8; 4], u16)) -> Router {
+    from(
+        peer,
+        gateway(registry(dir), ApiKeys::none(), GatewayOptions::default()),
+    )
 }
 
 fn from(peer: ([u8; 4], u16), router: Router) -> Router {
@@ -110,14 +118,7 @@ fn assert_error(answer: &Answer, status: StatusCode, kind: &str) {
 #[tokio::test]
 async fn encrypt_decrypt_single_batch_and_provider_selection() {
     let dir = tempfile::tempdir().unwrap();
-    let router = from(
-        LOOPBACK,
-        gateway(
-            registry(dir.path()),
-            ApiKeys::none(),
-            GatewayOptions::default(),
-        ),
-    );
+    let router = default_gateway(dir.path(), LOOPBACK);
     let plaintext = b64::encode_b64u(b"Amina Yusuf, 12 Market Road");
     let ct = post(&router, "/v1/encrypt", json!({"data": plaintext})).await;
     assert_eq!(ct.status, StatusCode::OK, "{:?}", ct.body);
@@ -209,14 +210,7 @@ async fn encrypt_decrypt_single_batch_and_provider_selection() {
 #[tokio::test]
 async fn sign_and_verify() {
     let dir = tempfile::tempdir().unwrap();
-    let router = from(
-        LOOPBACK,
-        gateway(
-            registry(dir.path()),
-            ApiKeys::none(),
-            GatewayOptions::default(),
-        ),
-    );
+    let router = default_gateway(dir.path(), LOOPBACK);
     let doc = json!({"beneficiary": "B-1029", "amount": 150, "currency": "KES"});
     let signed = post(
         &router,
@@ -620,31 +614,11 @@ fn unreachable_provider() -> KeymanagerProvider {
     KeymanagerProvider::new(settings.build().unwrap()).unwrap()
 }
 
-/// A Keymanager provider whose key manager accepts connections and never answers.
-async fn hanging_provider(timeout_secs: u64) -> KeymanagerProvider {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    let mut settings = KeymanagerConfig::settings(
-        &format!("http://{addr}/v1/keymanager"),
-        &format!("http://{addr}/token"),
-        "client",
-        "secret",
-    );
-    settings.api_timeout = Some(timeout_secs);
-    KeymanagerProvider::new(settings.build().unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn key_manager_failures_are_502_and_504_without_internals() {
     let mut registry = ProviderRegistry::new();
     registry.insert("down", Arc::new(unreachable_provider()));
-    registry.insert("slow", Arc::new(hanging_provider(1).await));
+    registry.insert("slow", Arc::new(silent_provider(1).await));
     let router = from(
         LOOPBACK,
         gateway(registry, ApiKeys::none(), GatewayOptions::default()),
@@ -697,7 +671,7 @@ async fn key_manager_failures_are_502_and_504_without_internals() {
 #[tokio::test]
 async fn slow_requests_time_out_with_504() {
     let mut registry = ProviderRegistry::new();
-    registry.insert("slow", Arc::new(hanging_provider(30).await));
+    registry.insert("slow", Arc::new(silent_provider(30).await));
     let options = GatewayOptions {
         request_timeout: Duration::from_millis(300),
         ..GatewayOptions::default()
@@ -712,7 +686,7 @@ async fn slow_requests_time_out_with_504() {
 async fn a_slow_item_times_out_alone_and_readiness_answers_in_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = registry(dir.path());
-    registry.insert("slow", Arc::new(hanging_provider(30).await));
+    registry.insert("slow", Arc::new(silent_provider(30).await));
     let options = GatewayOptions {
         request_timeout: Duration::from_millis(1500),
         ..GatewayOptions::default()
@@ -736,7 +710,7 @@ async fn a_slow_item_times_out_alone_and_readiness_answers_in_time() {
     assert_eq!(items[1]["error"], "timeout", "{items:?}");
 
     let mut slow_default = ProviderRegistry::new();
-    slow_default.insert("slow", Arc::new(hanging_provider(30).await));
+    slow_default.insert("slow", Arc::new(silent_provider(30).await));
     let router = from(LOOPBACK, gateway(slow_default, ApiKeys::none(), options));
     let ready = get(&router, "/readyz").await;
     assert_eq!(
@@ -758,14 +732,7 @@ async fn a_slow_item_times_out_alone_and_readiness_answers_in_time() {
 #[tokio::test]
 async fn health_metrics_and_request_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let router = from(
-        LOOPBACK,
-        gateway(
-            registry(dir.path()),
-            ApiKeys::none(),
-            GatewayOptions::default(),
-        ),
-    );
+    let router = default_gateway(dir.path(), LOOPBACK);
     assert_eq!(get(&router, "/healthz").await.body, json!({"status": "ok"}));
     let ready = get(&router, "/readyz").await;
     assert_eq!(ready.body, json!({"status": "ready", "provider": "local"}));

@@ -2,16 +2,14 @@
 //! path is served, and real answers validate against the schemas the document gives them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::Request;
-use g2p_encryption::{ProviderRegistry, b64};
-use g2p_gateway::{ApiKeys, GatewayOptions, GatewayState, app};
-use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, StoreOptions};
+use g2p_encryption::b64;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -93,22 +91,10 @@ impl Checker {
 #[tokio::test]
 async fn document_matches_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let kms = Arc::new(
-        Kms::open(
-            dir.path(),
-            Kek::load(dir.path(), None).unwrap(),
-            StoreOptions::default(),
-        )
-        .unwrap(),
+    let router = common::open_gateway(
+        common::local_registry(dir.path()),
+        SocketAddr::from(([127, 0, 0, 1], 1)),
     );
-    let mut registry = ProviderRegistry::new();
-    registry.insert(
-        "local",
-        Arc::new(LocalProvider::new(kms, LocalSettings::default())),
-    );
-    let router =
-        app(GatewayState::new(registry, ApiKeys::none(), GatewayOptions::default()).unwrap())
-            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
     let raw = router
         .clone()
         .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())

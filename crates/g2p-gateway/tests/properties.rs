@@ -3,16 +3,13 @@
 //! client's mistakes and get a 4xx (or a per-item error, or `valid: false`) in our format.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::Request;
-use g2p_encryption::ProviderRegistry;
-use g2p_gateway::{ApiKeys, GatewayOptions, GatewayState, app};
-use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, StoreOptions};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -67,21 +64,10 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
 
 fn router() -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().unwrap();
-    let kms = Arc::new(
-        Kms::open(
-            dir.path(),
-            Kek::load(dir.path(), None).unwrap(),
-            StoreOptions::default(),
-        )
-        .unwrap(),
+    let router = common::open_gateway(
+        common::local_registry(dir.path()),
+        SocketAddr::from(([127, 0, 0, 1], 9)),
     );
-    let mut registry = ProviderRegistry::new();
-    registry.insert(
-        "local",
-        Arc::new(LocalProvider::new(kms, LocalSettings::default())),
-    );
-    let state = GatewayState::new(registry, ApiKeys::none(), GatewayOptions::default()).unwrap();
-    let router = app(state).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
     (dir, router)
 }
 
