@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 use g2p_testkit::FakeKeymanager;
 use serde_json::{Value, json};
@@ -28,14 +28,20 @@ fn command(args: &[&str], data_dir: &std::path::Path) -> Command {
     cmd
 }
 
-/// Starts `serve`, reads the banner up to the first blank-free line set, returns the URL.
-fn start(args: &[&str], data_dir: &std::path::Path) -> Served {
+/// Starts the binary with stdout and stderr captured; returns it and its stdout, read by line.
+fn spawn(args: &[&str], data_dir: &std::path::Path) -> (Child, BufReader<ChildStdout>) {
     let mut child = command(args, data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+/// Starts `serve` and reads its banner (the address, one line per provider, one about keys).
+fn start(args: &[&str], data_dir: &std::path::Path) -> Served {
+    let (child, mut stdout) = spawn(args, data_dir);
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     assert!(
@@ -63,16 +69,16 @@ fn start(args: &[&str], data_dir: &std::path::Path) -> Served {
     }
 }
 
-fn stop(mut served: Served) -> (i32, String) {
+/// SIGTERM; returns the exit code and everything written to stderr.
+fn stop(mut child: Child) -> (i32, String) {
     let status = Command::new("kill")
-        .args(["-TERM", &served.child.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let code = served.child.wait().unwrap().code().unwrap();
+    let code = child.wait().unwrap().code().unwrap();
     let mut stderr = String::new();
-    served
-        .child
+    child
         .stderr
         .take()
         .unwrap()
@@ -112,7 +118,7 @@ async fn serves_the_embedded_key_manager_and_stops_on_sigterm() {
     assert_eq!(pt["data"], data.as_str());
     let ready = reqwest::get(format!("{url}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    let (code, stderr) = stop(served);
+    let (code, stderr) = stop(served.child);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("request done"), "{stderr}");
     // The store the gateway used is the one the CLI uses.
@@ -254,7 +260,7 @@ batch_limit = 2
         (status, body["error"].clone()),
         (400, json!("batch_too_large"))
     );
-    let (code, stderr) = stop(served);
+    let (code, stderr) = stop(served.child);
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<Value> = stderr
         .lines()
@@ -345,12 +351,7 @@ async fn bad_gateway_configuration_is_refused_before_listening() {
 
 /// Starts `kms serve` configured with its own clients; returns (process, API base, token URL).
 fn start_kms(args: &[&str], data_dir: &std::path::Path) -> (Child, String, String) {
-    let mut child = command(args, data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (child, mut stdout) = spawn(args, data_dir);
     let mut lines = Vec::new();
     for _ in 0..3 {
         let mut line = String::new();
@@ -408,11 +409,7 @@ pre_expire_days = 30
         .await
         .unwrap_err();
     assert!(unknown.to_string().contains("KER-KMS-002"), "{unknown}");
-    let (code, stderr) = stop(Served {
-        child,
-        url: String::new(),
-        banner: Vec::new(),
-    });
+    let (code, stderr) = stop(child);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("svc-secret"));
     assert!(
@@ -487,11 +484,7 @@ pre_expire_days = 30
             .unwrap(),
         b"household 17"
     );
-    let (code, _) = stop(Served {
-        child,
-        url: String::new(),
-        banner: Vec::new(),
-    });
+    let (code, _) = stop(child);
     assert_eq!(code, 0);
 
     // A policy that cannot work is refused before anything starts.
@@ -556,11 +549,7 @@ async fn kms_tokens_survive_a_restart_on_the_same_address() {
             .as_u16()
     };
     assert_eq!(certificate(api.clone(), token.clone()).await, 200);
-    let (code, _) = stop(Served {
-        child,
-        url: String::new(),
-        banner: Vec::new(),
-    });
+    let (code, _) = stop(child);
     assert_eq!(code, 0);
     let (child, api, _) = start_kms(&args, dir.path());
     assert_eq!(
@@ -568,10 +557,6 @@ async fn kms_tokens_survive_a_restart_on_the_same_address() {
         200,
         "the token was refused after a restart"
     );
-    stop(Served {
-        child,
-        url: String::new(),
-        banner: Vec::new(),
-    });
+    stop(child);
     assert!(dir.path().join("realm-openg2p.key").exists());
 }

@@ -268,69 +268,35 @@ async fn gateway(common: &Common, batch: usize) -> Result<()> {
         common.seconds
     );
     header("the ceiling of the item's RSA operation");
-    let many = |item: Value| json!({ "items": vec![item; batch] });
-    let scenarios: [(&str, &str, Value, u64, Op); 6] = [
-        (
-            "encrypt, single",
-            "encrypt",
-            json!({"data": record}),
-            1,
-            Op::OaepEncrypt,
-        ),
-        (
-            "encrypt, batch",
-            "encrypt",
-            many(json!({"data": record})),
-            batch as u64,
-            Op::OaepEncrypt,
-        ),
-        (
-            "verify, single",
-            "verify",
-            json!({"jws": signed["jws"]}),
-            1,
-            Op::Rs256Verify,
-        ),
-        (
-            "verify, batch",
-            "verify",
-            many(json!({"jws": signed["jws"]})),
-            batch as u64,
-            Op::Rs256Verify,
-        ),
-        (
-            "decrypt, single",
-            "decrypt",
-            json!({"data": sealed["data"]}),
-            1,
-            Op::OaepDecrypt,
-        ),
-        (
-            "decrypt, batch",
-            "decrypt",
-            many(json!({"data": sealed["data"]})),
-            batch as u64,
-            Op::OaepDecrypt,
-        ),
+    // Each operation once per request, then in batches of `batch`.
+    let operations = [
+        ("encrypt", json!({"data": record}), Op::OaepEncrypt),
+        ("verify", json!({"jws": signed["jws"]}), Op::Rs256Verify),
+        ("decrypt", json!({"data": sealed["data"]}), Op::OaepDecrypt),
     ];
-    let mut singles = std::collections::BTreeMap::new();
-    for (name, endpoint, body, items, op) in scenarios {
-        let job = job(format!("{url}/v1/{endpoint}"), &body, items)?;
-        let reference = crypto.rate(op, 1.5);
-        let mut stats = drive(&http, &job, n, common.seconds, &server).await?;
-        row(
-            &format!("{name} ({}: {reference:.0}/s)", op.label()),
-            n,
-            &mut stats,
-            reference,
-        );
-        if items == 1 {
-            singles.insert(endpoint, stats.items_per_sec());
-        } else if let Some(single) = singles.get(endpoint) {
-            println!(
-                "|  ↳ batch / single | | {:.2}× | | | | | | | |",
-                stats.items_per_sec() / single
+    for (endpoint, item, op) in operations {
+        let mut single = 0.0;
+        for (kind, body, items) in [
+            ("single", item.clone(), 1),
+            ("batch", json!({ "items": vec![item; batch] }), batch as u64),
+        ] {
+            let job = job(format!("{url}/v1/{endpoint}"), &body, items)?;
+            let reference = crypto.rate(op, 1.5);
+            let mut stats = drive(&http, &job, n, common.seconds, &server).await?;
+            row(
+                &format!("{endpoint}, {kind} ({}: {reference:.0}/s)", op.label()),
+                n,
+                &mut stats,
+                reference,
             );
+            if items == 1 {
+                single = stats.items_per_sec();
+            } else {
+                println!(
+                    "|  ↳ batch / single | | {:.2}× | | | | | | | |",
+                    stats.items_per_sec() / single
+                );
+            }
         }
     }
     let (rss, peak) = server.memory_kib()?;

@@ -485,6 +485,21 @@ mod tests {
         .unwrap()
     }
 
+    /// A token for client `app` (secret `pw`) by the form body.
+    fn app_token(realm: &Realm) -> String {
+        let answer = realm
+            .issue(
+                &form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "app"),
+                    ("client_secret", "pw"),
+                ]),
+                None,
+            )
+            .unwrap();
+        answer["access_token"].as_str().unwrap().to_string()
+    }
+
     fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
@@ -495,17 +510,7 @@ mod tests {
     #[test]
     fn issues_and_validates() {
         let r = realm();
-        let answer = r
-            .issue(
-                &form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", "app"),
-                    ("client_secret", "pw"),
-                ]),
-                None,
-            )
-            .unwrap();
-        let token = answer["access_token"].as_str().unwrap();
+        let token = &app_token(&r);
         let p = r.validate(token).unwrap();
         assert_eq!(p.client_id, "app");
         assert!(p.has_any(ADMIN_ROLES));
@@ -535,17 +540,7 @@ mod tests {
             1,
         )
         .unwrap();
-        let answer = r
-            .issue(
-                &form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", "app"),
-                    ("client_secret", "pw"),
-                ]),
-                None,
-            )
-            .unwrap();
-        let token = answer["access_token"].as_str().unwrap().to_string();
+        let token = app_token(&r);
         assert!(r.validate(&token).is_ok());
         assert!(r.validate(&token).is_ok(), "second time, from the cache");
         // Another payload under the same signature.
@@ -576,17 +571,7 @@ mod tests {
         assert_ne!(*realm_key(dir.path(), &kek, "other").unwrap(), *first);
         let clients = || vec![Client::parse("app:pw").unwrap()];
         let before = Realm::with_key("openg2p", "http://kms", clients(), 300, &first).unwrap();
-        let answer = before
-            .issue(
-                &form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", "app"),
-                    ("client_secret", "pw"),
-                ]),
-                None,
-            )
-            .unwrap();
-        let token = answer["access_token"].as_str().unwrap();
+        let token = &app_token(&before);
         let after = Realm::with_key("openg2p", "http://kms", clients(), 300, &first).unwrap();
         assert!(after.validate(token).is_ok());
         let wrong = crate::Kek::from_bytes(&[8u8; 32]).unwrap();
