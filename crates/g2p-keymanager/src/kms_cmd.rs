@@ -224,9 +224,9 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
     let base = format!("http://{addr}");
     // The realm's signing key is kept (wrapped) in the data directory: tokens survive a
     // restart on the same address.
-    let kek = g2p_kms::Kek::load(&dir, env(g2p_kms::kek::KEK_ENV).as_deref())
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    let realm_key = g2p_kms::server::auth::realm_key(&dir, &kek, &realm_name)
+    let realm_key = kms
+        .store()
+        .realm_key(&realm_name)
         .map_err(|e| Failure::usage(e.to_string()))?;
     let realm = Realm::with_key(&realm_name, &base, clients, token_lifetime, &realm_key)
         .map_err(|e| Failure::usage(e.to_string()))?;

@@ -231,6 +231,16 @@ impl KeyStore {
         &self.path
     }
 
+    /// The signing key of token realm `name`, kept beside the store under the same
+    /// key-encryption key (see [`crate::server::auth::realm_key`]).
+    ///
+    /// # Errors
+    /// As [`crate::server::auth::realm_key`].
+    pub fn realm_key(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::server::auth::realm_key(dir, &self.kek, name)
+    }
+
     /// The policy table.
     pub fn policies(&self) -> &Policies {
         &self.policies
@@ -298,10 +308,13 @@ impl KeyStore {
         &self,
         thumbprint_hex: &str,
     ) -> Result<Option<KeyRecord>, KmsError> {
-        if let Some(record) = self.records()?.by_thumbprint.get(thumbprint_hex) {
-            return Ok(Some(record.clone()));
-        }
-        let stamp = self.records()?.stamp;
+        let stamp = {
+            let cache = self.records()?;
+            if let Some(record) = cache.by_thumbprint.get(thumbprint_hex) {
+                return Ok(Some(record.clone()));
+            }
+            cache.stamp
+        };
         let found = self
             .select("thumbprint = ?1", &[&thumbprint_hex])?
             .into_iter()
