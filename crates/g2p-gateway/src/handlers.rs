@@ -281,48 +281,48 @@ pub async fn readyz(State(state): State<GatewayState>) -> Response {
     let name = registry.default_name().unwrap_or("default").to_string();
     // Answer 503 (not the request timeout's 504) when the key manager hangs.
     let limit = state.options().request_timeout.mul_f64(0.5);
-    let result = match registry.get(None) {
+    let reason = match registry.get(None) {
         Ok(provider) => match tokio::time::timeout(limit, provider.ready()).await {
-            Ok(result) => result,
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
             Err(_) => {
                 tracing::warn!(provider = %name, "not ready: no answer in time");
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(Health {
-                        status: "unavailable".into(),
-                        provider: Some(name),
-                        reason: Some(format!(
-                            "kms_timeout: the key manager did not answer within {} ms",
-                            limit.as_millis()
-                        )),
-                    }),
-                )
-                    .into_response();
+                return unavailable(
+                    name,
+                    format!(
+                        "kms_timeout: the key manager did not answer within {} ms",
+                        limit.as_millis()
+                    ),
+                );
             }
         },
-        Err(e) => Err(e),
+        Err(e) => Some(e),
     };
-    match result {
-        Ok(()) => Json(Health {
+    match reason {
+        None => Json(Health {
             status: "ready".into(),
             provider: Some(name),
             reason: None,
         })
         .into_response(),
-        Err(e) => {
+        Some(e) => {
             let api = ApiError::from_provider(&e, &name);
             tracing::warn!(provider = %name, error = %e, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "unavailable".into(),
-                    provider: Some(name),
-                    reason: Some(format!("{}: {}", api.kind, api.description)),
-                }),
-            )
-                .into_response()
+            unavailable(name, format!("{}: {}", api.kind, api.description))
         }
     }
+}
+
+fn unavailable(provider: String, reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(Health {
+            status: "unavailable".into(),
+            provider: Some(provider),
+            reason: Some(reason),
+        }),
+    )
+        .into_response()
 }
 
 /// Prometheus metrics.
