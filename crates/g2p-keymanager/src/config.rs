@@ -357,6 +357,17 @@ impl FileConfig {
         })
     }
 
+    fn unknown_provider(&self, name: &str) -> Failure {
+        Failure::usage(format!(
+            "no provider named {name:?} (configured: {})",
+            self.providers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     fn selected_name(&self, requested: Option<&str>) -> Result<String, Failure> {
         if let Some(name) = requested.or(self.default_provider.as_deref()) {
             return Ok(name.to_string());
@@ -404,16 +415,7 @@ impl FileConfig {
                     "no provider named {name:?}: none is configured (pass --config FILE, or set KEYMANAGER_API_BASE_URL and the other KEYMANAGER_* variables)"
                 )));
             }
-            None => {
-                return Err(Failure::usage(format!(
-                    "no provider named {name:?} (configured: {})",
-                    self.providers
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
+            None => return Err(self.unknown_provider(&name)),
         };
         let mut embedded = Embedded {
             kms: &self.kms,
@@ -440,14 +442,7 @@ impl FileConfig {
             return Ok((registry, vec![(name, provider)]));
         }
         if !self.providers.contains_key(&default) {
-            return Err(Failure::usage(format!(
-                "no provider named {default:?} (configured: {})",
-                self.providers
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(self.unknown_provider(&default));
         }
         let mut embedded = Embedded {
             kms: &self.kms,
