@@ -42,28 +42,6 @@ mod tests {
     use super::*;
     use time::macros::date;
 
-    // Spec section 10, vector 2.
-    #[test]
-    fn spec_vectors() {
-        let d = date!(2024 - 01 - 15);
-        assert_eq!(
-            unique_identifier("REGISTRATION", "ENCRYPT", d),
-            "90A776A5A822D511A5AD2900384D7E3B0FBAEAB8"
-        );
-        assert_eq!(
-            key_id("REGISTRATION", "ENCRYPT", d),
-            "XicV4GvqGP_YMZkAoJyZUUzamq05PeBHdBAG_Ph4GsU"
-        );
-        assert_eq!(
-            unique_identifier("ID_REPO", "", d),
-            "06C39DA44BF46F13C36F127AB8FE5730B1E4F188"
-        );
-        assert_eq!(
-            key_id("ID_REPO", "", d),
-            "uVfQNfLto4KxDI3UC-9FfFWTY6N0ZxeD57gJuPpeev8"
-        );
-    }
-
     #[test]
     fn non_hex_identifier_has_no_key_id() {
         assert_eq!(key_id_from_unique_identifier("zz"), None);
