@@ -359,14 +359,14 @@ fn envelope_error(url: &str, error: EnvelopeError) -> KeymanagerError {
 mod tests {
     use super::*;
     use g2p_encryption::ProviderError as _;
-    use g2p_mosip::ServiceError;
+    use g2p_mosip::{KerCode, ServiceError};
 
     #[test]
     fn envelope_errors_become_typed_errors() {
         let url = "http://km/v1/keymanager/decrypt";
         let e = envelope_error(
             url,
-            EnvelopeError::Service(vec![ServiceError::new("KER-FSE-004", "Tag mismatch")]),
+            EnvelopeError::Service(vec![ServiceError::new(KerCode::Fse004, "Tag mismatch")]),
         );
         assert!(matches!(&e, KeymanagerError::Keymanager { code, .. } if code == "KER-FSE-004"));
         assert_eq!(e.kind(), g2p_encryption::ErrorKind::Refused);
@@ -376,7 +376,7 @@ mod tests {
             url,
             EnvelopeError::Status {
                 status: 500,
-                error: Some(ServiceError::new("KER-KMS-500", "")),
+                error: Some(ServiceError::new(KerCode::Kms500, "")),
             },
         );
         assert_eq!(

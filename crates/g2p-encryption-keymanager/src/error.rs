@@ -1,7 +1,7 @@
 //! Typed errors of the Keymanager provider.
 
 use g2p_encryption::{ErrorKind, ProviderError};
-use g2p_mosip::error::KerClass;
+use g2p_mosip::KerClass;
 
 /// Everything that can go wrong talking to a MOSIP Keymanager.
 ///
@@ -75,13 +75,9 @@ impl ProviderError for KeymanagerError {
             KeymanagerError::Timeout { .. } => ErrorKind::Timeout,
             KeymanagerError::HttpStatus { status, .. } if *status == 403 => ErrorKind::Auth,
             KeymanagerError::HttpStatus { .. } => ErrorKind::Remote,
-            KeymanagerError::Keymanager { code, .. } => match g2p_mosip::error::classify(code) {
-                KerClass::Auth => ErrorKind::Auth,
-                KerClass::InvalidInput => ErrorKind::InvalidInput,
-                KerClass::DecryptionRefused | KerClass::SignatureRefused => ErrorKind::Refused,
-                KerClass::Configuration => ErrorKind::Configuration,
-                _ => ErrorKind::Remote,
-            },
+            KeymanagerError::Keymanager { code, .. } => {
+                KerClass::of(code).error_kind().unwrap_or(ErrorKind::Remote)
+            }
             KeymanagerError::Auth { .. } => ErrorKind::Auth,
             KeymanagerError::InvalidResponse { .. } => ErrorKind::InvalidResponse,
             KeymanagerError::Configuration(_) => ErrorKind::Configuration,

@@ -130,6 +130,9 @@ pub enum Error {
     /// A provider-specific failure (transport, remote error, ...).
     #[error("{0}")]
     Provider(Box<dyn ProviderError>),
+    /// A private key could not sign (a failure of the machine's cryptography).
+    #[error("signing failed")]
+    SigningFailed,
 }
 
 impl Error {
@@ -140,6 +143,7 @@ impl Error {
             Error::InvalidSignature(_) | Error::DecryptionFailed(_) => ErrorKind::Refused,
             Error::Configuration(_) | Error::UnknownProvider(_) => ErrorKind::Configuration,
             Error::Provider(inner) => inner.kind(),
+            Error::SigningFailed => ErrorKind::Internal,
         }
     }
 

@@ -6,19 +6,64 @@
 //! [`VerifiedJws`]. Only RS256 and PS256 are accepted: `none`, HMAC and anything else are
 //! refused, whatever the key set holds.
 
+use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256, RsaPublicKeyComponents,
+    ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RSA_PSS_2048_8192_SHA256,
+    RSA_PSS_SHA256, RsaKeyPair, RsaPublicKeyComponents,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::jwk::{JwkSet, KeyUse};
 use crate::{Error, SignatureError, b64, cert::CertificateInfo};
 
+/// The signature algorithms this product signs with and accepts: RS256 and PS256. Anything
+/// else (`none`, HMAC, ...) is refused when a token is parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Alg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    #[default]
+    #[serde(rename = "RS256")]
+    Rs256,
+    /// RSASSA-PSS with SHA-256 (MGF1-SHA-256, 32-byte salt).
+    #[serde(rename = "PS256")]
+    Ps256,
+}
+
+impl Alg {
+    /// The JOSE name, e.g. `RS256`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "RS256",
+            Alg::Ps256 => "PS256",
+        }
+    }
+
+    /// The algorithm called `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSignature`] with [`SignatureError::UnsupportedAlgorithm`].
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        match name {
+            "RS256" => Ok(Alg::Rs256),
+            "PS256" => Ok(Alg::Ps256),
+            other => Err(Error::InvalidSignature(
+                SignatureError::UnsupportedAlgorithm(other.to_string()),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Alg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The JOSE header. Members are serialized in the order KM13 writes them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JwsHeader {
     /// Signature algorithm.
-    pub alg: String,
+    pub alg: Alg,
     /// Certificate chain, standard base64 DER.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x5c: Option<Vec<String>>,
@@ -46,7 +91,7 @@ impl JwsHeader {
     /// An RS256 header with a key id.
     pub fn rs256(kid: Option<String>) -> Self {
         JwsHeader {
-            alg: "RS256".into(),
+            alg: Alg::Rs256,
             kid,
             ..Default::default()
         }
@@ -58,20 +103,66 @@ impl JwsHeader {
         let json = serde_json::to_vec(self).unwrap_or_default();
         b64::encode_b64u(&json)
     }
-}
 
-/// The signing input of a token with this header and payload: `b64u(header).b64u(payload)`.
-pub fn signing_input(header_b64: &str, payload: &[u8]) -> String {
-    format!("{header_b64}.{}", b64::encode_b64u(payload))
-}
-
-/// Joins the three segments, leaving the middle one empty when `detached`.
-pub fn assemble(signing_input: &str, signature: &[u8], detached: bool) -> String {
-    let sig = b64::encode_b64u(signature);
-    match (detached, signing_input.split_once('.')) {
-        (true, Some((header, _))) => format!("{header}..{sig}"),
-        _ => format!("{signing_input}.{sig}"),
+    /// Whether the payload travels unencoded (RFC 7797 `b64: false`).
+    fn unencoded_payload(&self) -> bool {
+        self.b64 == Some(false)
     }
+}
+
+/// The bytes a signature covers: `header_b64 '.' payload`, the payload base64url-encoded
+/// unless `unencoded` (RFC 7797), in which case it is taken byte for byte.
+fn signing_input(header_b64: &str, payload: &[u8], unencoded: bool) -> Vec<u8> {
+    let mut input = Vec::with_capacity(header_b64.len() + 1 + payload.len() * 4 / 3 + 4);
+    input.extend_from_slice(header_b64.as_bytes());
+    input.push(b'.');
+    if unencoded {
+        input.extend_from_slice(payload);
+    } else {
+        input.extend_from_slice(b64::encode_b64u(payload).as_bytes());
+    }
+    input
+}
+
+/// Signs `payload` with `key` as a compact JWS under `header` (its `alg` chooses RS256 or
+/// PS256; `b64: false` signs the payload unencoded). A `detached` token leaves the middle
+/// segment empty; the verifier supplies the payload.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an attached unencoded payload that cannot sit in a compact
+/// token (not UTF-8, or holding a `.`); [`Error::SigningFailed`] when the key cannot sign.
+pub fn sign(
+    key: &RsaKeyPair,
+    header: &JwsHeader,
+    payload: &[u8],
+    detached: bool,
+) -> Result<String, Error> {
+    let unencoded = header.unencoded_payload();
+    let attached_segment = match (detached, unencoded) {
+        (true, _) => String::new(),
+        (false, false) => b64::encode_b64u(payload),
+        (false, true) => match std::str::from_utf8(payload) {
+            Ok(text) if !text.contains('.') => text.to_string(),
+            _ => {
+                return Err(Error::invalid_input(
+                    "an attached unencoded (b64: false) payload must be UTF-8 text without '.'",
+                ));
+            }
+        },
+    };
+    let header_b64 = header.encode();
+    let input = signing_input(&header_b64, payload, unencoded);
+    let alg = match header.alg {
+        Alg::Rs256 => &RSA_PKCS1_SHA256,
+        Alg::Ps256 => &RSA_PSS_SHA256,
+    };
+    let mut signature = vec![0u8; key.public_modulus_len()];
+    key.sign(alg, &SystemRandom::new(), &input, &mut signature)
+        .map_err(|_| Error::SigningFailed)?;
+    Ok(format!(
+        "{header_b64}.{attached_segment}.{}",
+        b64::encode_b64u(&signature)
+    ))
 }
 
 /// A parsed token whose signature has not been checked.
@@ -80,7 +171,6 @@ pub struct UnverifiedJws {
     header: JwsHeader,
     header_b64: String,
     payload: Option<Vec<u8>>,
-    payload_b64: Option<String>,
     signature: Vec<u8>,
 }
 
@@ -101,10 +191,8 @@ impl UnverifiedJws {
         };
         let header_json = b64::decode_b64u(h)
             .map_err(|e| Error::invalid_input(format!("JWS header segment: {e}")))?;
-        let header: JwsHeader = serde_json::from_slice(&header_json).map_err(|e| {
-            Error::invalid_input(format!("JWS header is not a valid JOSE header: {e}"))
-        })?;
-        let unencoded = header.b64 == Some(false);
+        let header = parse_header(&header_json)?;
+        let unencoded = header.unencoded_payload();
         let payload = match (p.is_empty(), unencoded) {
             (true, _) => None,
             (false, true) => Some(p.as_bytes().to_vec()),
@@ -121,7 +209,6 @@ impl UnverifiedJws {
         Ok(UnverifiedJws {
             header,
             header_b64: h.to_string(),
-            payload_b64: payload.as_ref().map(|_| p.to_string()),
             payload,
             signature,
         })
@@ -154,11 +241,6 @@ impl UnverifiedJws {
             )),
             Some(_) => Ok(()),
             None => {
-                self.payload_b64 = Some(if self.header.b64 == Some(false) {
-                    String::from_utf8_lossy(payload).into_owned()
-                } else {
-                    b64::encode_b64u(payload)
-                });
                 self.payload = Some(payload.to_vec());
                 Ok(())
             }
@@ -167,14 +249,14 @@ impl UnverifiedJws {
 
     fn signing_input(&self) -> Result<Vec<u8>, SignatureError> {
         let payload = self
-            .payload_b64
+            .payload
             .as_ref()
             .ok_or(SignatureError::MissingPayload)?;
-        let mut input = Vec::with_capacity(self.header_b64.len() + 1 + payload.len());
-        input.extend_from_slice(self.header_b64.as_bytes());
-        input.push(b'.');
-        input.extend_from_slice(payload.as_bytes());
-        Ok(input)
+        Ok(signing_input(
+            &self.header_b64,
+            payload,
+            self.header.unencoded_payload(),
+        ))
     }
 
     /// Verifies against a key set (see [`VerificationKeys::from_jwks`]).
@@ -192,7 +274,7 @@ impl UnverifiedJws {
     /// [`Error::InvalidSignature`] with the check that refused the token;
     /// [`Error::InvalidInput`] for an unsupported critical header.
     pub fn verify_with(&self, keys: &VerificationKeys) -> Result<VerifiedJws, Error> {
-        let alg = Algorithm::from_name(&self.header.alg)?;
+        let alg = self.header.alg;
         self.check_crit()?;
         let input = self.signing_input().map_err(Error::InvalidSignature)?;
         let candidates = self.candidates(keys).map_err(Error::InvalidSignature)?;
@@ -322,22 +404,17 @@ impl VerifiedJws {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Algorithm {
-    Rs256,
-    Ps256,
-}
-
-impl Algorithm {
-    fn from_name(name: &str) -> Result<Self, Error> {
-        match name {
-            "RS256" => Ok(Algorithm::Rs256),
-            "PS256" => Ok(Algorithm::Ps256),
-            other => Err(Error::InvalidSignature(
-                SignatureError::UnsupportedAlgorithm(other.to_string()),
-            )),
-        }
+/// Parses a JOSE header; an `alg` other than RS256 or PS256 is a refused signature, not a
+/// malformed token.
+fn parse_header(json: &[u8]) -> Result<JwsHeader, Error> {
+    let malformed = |e: serde_json::Error| {
+        Error::invalid_input(format!("JWS header is not a valid JOSE header: {e}"))
+    };
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(malformed)?;
+    if let Some(name) = value.get("alg").and_then(serde_json::Value::as_str) {
+        Alg::parse(name)?;
     }
+    serde_json::from_value(value).map_err(malformed)
 }
 
 /// Signature keys prepared once for many verifications.
@@ -356,10 +433,10 @@ struct TrustedKey {
 }
 
 impl TrustedKey {
-    fn verify(&self, alg: Algorithm, input: &[u8], sig: &[u8]) -> bool {
+    fn verify(&self, alg: Alg, input: &[u8], sig: &[u8]) -> bool {
         let key = match alg {
-            Algorithm::Rs256 => &self.rs256,
-            Algorithm::Ps256 => &self.ps256,
+            Alg::Rs256 => &self.rs256,
+            Alg::Ps256 => &self.ps256,
         };
         key.verify_sig(input, sig).is_ok()
     }

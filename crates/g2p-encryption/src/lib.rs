@@ -22,6 +22,7 @@
 pub mod b64;
 pub mod cert;
 mod error;
+pub mod files;
 pub mod jwk;
 pub mod jws;
 mod provider;
@@ -29,6 +30,6 @@ mod registry;
 
 pub use error::{Error, ErrorKind, ProviderError, Result, SignatureError};
 pub use jwk::{Jwk, JwkSet, KeyUse};
-pub use jws::{JwsHeader, UnverifiedJws, VerifiedJws};
+pub use jws::{Alg, JwsHeader, UnverifiedJws, VerifiedJws};
 pub use provider::{EncryptionProvider, SignOptions, SignPayload};
 pub use registry::ProviderRegistry;

@@ -1,7 +1,8 @@
 //! Errors of the embedded key manager, each with its Keymanager error code.
 
 use g2p_encryption::{ErrorKind, ProviderError};
-use g2p_mosip::error::{KerClass, classify};
+use g2p_mosip::cipher::CipherError;
+use g2p_mosip::{KerCode, ServiceError};
 
 /// A failure with the KER code the MOSIP Keymanager uses for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -10,8 +11,8 @@ pub enum KmsError {
     /// A refusal or validation error with its KER code.
     #[error("{code}: {message}")]
     Ker {
-        /// e.g. `KER-KMS-025`.
-        code: &'static str,
+        /// The code, e.g. `KER-KMS-025`.
+        code: KerCode,
         /// Human-readable message (the spec's text where it has one).
         message: String,
     },
@@ -24,19 +25,29 @@ pub enum KmsError {
 }
 
 impl KmsError {
-    /// A KER error.
-    pub fn ker(code: &'static str, message: impl Into<String>) -> Self {
+    /// A KER error with the Keymanager's message for the code.
+    pub fn ker(code: KerCode) -> Self {
+        Self::ker_with(code, code.message())
+    }
+
+    /// A KER error with its own message.
+    pub fn ker_with(code: KerCode, message: impl Into<String>) -> Self {
         KmsError::Ker {
             code,
             message: message.into(),
         }
     }
 
+    /// `KER-KMS-005`, the code of every validation error, with a message naming the member.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::ker_with(KerCode::Kms005, message)
+    }
+
     /// The KER code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> KerCode {
         match self {
-            KmsError::Ker { code, .. } => code,
-            KmsError::Config(_) | KmsError::Internal(_) => g2p_mosip::error::codes::KMS_500,
+            KmsError::Ker { code, .. } => *code,
+            KmsError::Config(_) | KmsError::Internal(_) => KerCode::Kms500,
         }
     }
 
@@ -45,7 +56,27 @@ impl KmsError {
         match self {
             KmsError::Ker { message, .. } => message.clone(),
             KmsError::Config(m) => m.clone(),
-            KmsError::Internal(_) => "Internal server error".into(),
+            KmsError::Internal(_) => KerCode::Kms500.message().into(),
+        }
+    }
+
+    /// The error as it goes into a response's `errors`.
+    pub fn to_service_error(&self) -> ServiceError {
+        ServiceError::new(self.code(), self.message())
+    }
+}
+
+impl From<CipherError> for KmsError {
+    fn from(e: CipherError) -> Self {
+        Self::from(e.to_service_error())
+    }
+}
+
+impl From<ServiceError> for KmsError {
+    fn from(e: ServiceError) -> Self {
+        match e.code() {
+            Some(code) => KmsError::ker_with(code, e.message),
+            None => KmsError::Internal(e.to_string()),
         }
     }
 }
@@ -59,13 +90,7 @@ impl From<rusqlite::Error> for KmsError {
 impl ProviderError for KmsError {
     fn kind(&self) -> ErrorKind {
         match self {
-            KmsError::Ker { code, .. } => match classify(code) {
-                KerClass::InvalidInput => ErrorKind::InvalidInput,
-                KerClass::DecryptionRefused | KerClass::SignatureRefused => ErrorKind::Refused,
-                KerClass::Configuration => ErrorKind::Configuration,
-                KerClass::Auth => ErrorKind::Auth,
-                _ => ErrorKind::Internal,
-            },
+            KmsError::Ker { code, .. } => code.class().error_kind().unwrap_or(ErrorKind::Internal),
             KmsError::Config(_) => ErrorKind::Configuration,
             KmsError::Internal(_) => ErrorKind::Internal,
         }

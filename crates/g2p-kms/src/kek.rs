@@ -4,7 +4,6 @@
 //! directory, created with mode 0600 on first start. A check value stored with the keys tells
 //! at start-up whether this is the key they were wrapped under.
 
-use std::io::Write;
 use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -76,18 +75,13 @@ impl Kek {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 aws_lc_rs::rand::fill(bytes.as_mut_slice())
                     .map_err(|_| KmsError::Internal("no randomness".into()))?;
-                match create_private_file(&path, bytes.as_slice()) {
-                    Ok(()) => {}
+                let created = g2p_encryption::files::create_private_once(&path, bytes.as_slice())
+                    .map_err(|e| {
+                    KmsError::Config(format!("cannot create {}: {e}", path.display()))
+                })?;
+                if !created {
                     // Another process created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return Self::load(dir, None);
-                    }
-                    Err(e) => {
-                        return Err(KmsError::Config(format!(
-                            "cannot create {}: {e}",
-                            path.display()
-                        )));
-                    }
+                    return Self::load(dir, None);
                 }
                 tracing::info!(path = %path.display(), "created a new key-encryption key");
                 Self::from_bytes(bytes.as_slice())
@@ -136,20 +130,6 @@ impl Kek {
         buffer.truncate(len);
         Some(buffer)
     }
-}
-
-/// Creates `path` (it must not exist) with `bytes`, readable by the owner only, and syncs it.
-pub(crate) fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

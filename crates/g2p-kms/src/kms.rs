@@ -4,26 +4,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256};
 use g2p_encryption::cert::CertificateInfo;
-use g2p_encryption::{Jwk, JwkSet, JwsHeader, KeyUse, UnverifiedJws, b64};
-use g2p_mosip::cipher::{self, CipherError, CipherParams, Sealer};
-use g2p_mosip::error::codes;
+use g2p_encryption::{Alg, Error, Jwk, JwkSet, JwsHeader, KeyUse, UnverifiedJws, b64, jws};
+use g2p_mosip::KerCode;
+use g2p_mosip::cipher::{self, CipherParams, Sealer};
 use time::OffsetDateTime;
 
 use crate::error::KmsError;
 use crate::kek::Kek;
-use crate::store::{KeyKind, KeyRecord, KeyStore, StoreOptions, hex_upper};
-
-/// JWS signature algorithms the key manager signs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignAlgorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    Rs256,
-    /// RSASSA-PSS with SHA-256.
-    Ps256,
-}
+use crate::store::{KeyKind, KeyRecord, KeyStore, StoreOptions};
 
 /// What to sign and how.
 #[derive(Debug, Clone)]
@@ -43,7 +32,7 @@ pub struct SignSpec<'a> {
     /// Add `x5u`.
     pub certificate_url: Option<&'a str>,
     /// Algorithm.
-    pub algorithm: SignAlgorithm,
+    pub algorithm: Alg,
     /// `false`: RFC 7797 unencoded payload (`b64: false`).
     pub b64: bool,
 }
@@ -57,20 +46,6 @@ pub struct Kms {
 
 fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn cipher_error(e: &CipherError) -> KmsError {
-    let message = match e {
-        CipherError::TagMismatch => "Tag mismatch".to_string(),
-        CipherError::UnwrapFailed => {
-            "Not able to decrypt Symmetric Key using the Private Key.".to_string()
-        }
-        CipherError::NoSplitter | CipherError::EmptyKeyPart => {
-            "data sent to decrypt is without key splitter or invalid".to_string()
-        }
-        other => other.to_string(),
-    };
-    KmsError::ker(e.ker_code(), message)
 }
 
 impl Kms {
@@ -104,13 +79,10 @@ impl Kms {
         if reference_id.trim().is_empty()
             || (application_id == "KERNEL" && matches!(reference_id, "SIGN" | "IDENTITY_CACHE"))
         {
-            return Err(KmsError::ker(
-                codes::CRY_011,
-                "Not Allowed to preform encryption with Master Key. Use Base/Encrypt key to encrypt data.",
-            ));
+            return Err(KmsError::ker(KerCode::Cry011));
         }
         if plaintext.is_empty() {
-            return Err(KmsError::ker(codes::FSE_006, "data is null or length is 0"));
+            return Err(KmsError::ker(KerCode::Fse006));
         }
         let key = self
             .store
@@ -120,15 +92,13 @@ impl Kms {
             match sealers.get(&key.record.alias) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = Arc::new(
-                        Sealer::new(&key.record.certificate).map_err(|e| cipher_error(&e))?,
-                    );
+                    let s = Arc::new(Sealer::new(&key.record.certificate)?);
                     sealers.insert(key.record.alias.clone(), s.clone());
                     s
                 }
             }
         };
-        sealer.seal(params, plaintext).map_err(|e| cipher_error(&e))
+        Ok(sealer.seal(params, plaintext)?)
     }
 
     /// Decrypts: the key is found by the thumbprint in the data and must belong to
@@ -144,46 +114,35 @@ impl Kms {
         params: &CipherParams,
         blob: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
-        let parsed = cipher::parse(blob).map_err(|e| cipher_error(&e))?;
+        let parsed = cipher::parse(blob)?;
         let Some(thumbprint) = parsed.thumbprint else {
             // Legacy data without a thumbprint: try the pair's keys, newest first.
-            let mut last = KmsError::ker(
-                codes::KMS_025,
-                "Key Not found for the thumbprint prepended in encrypted data.",
-            );
+            let mut last = KmsError::ker(KerCode::Kms025);
             for record in self.store.all(application_id, reference_id)?.iter().rev() {
                 let key = self.store.load(record)?;
                 match cipher::open(key.decrypting(), params, blob) {
                     Ok(pt) => return Ok(pt),
-                    Err(e) => last = cipher_error(&e),
+                    Err(e) => last = e.into(),
                 }
             }
             return Err(last);
         };
         let record = self
             .store
-            .record_by_thumbprint(&hex_upper(thumbprint))?
-            .ok_or_else(|| {
-                KmsError::ker(
-                    codes::KMS_025,
-                    "Key Not found for the thumbprint prepended in encrypted data.",
-                )
-            })?;
+            .record_by_thumbprint(&hex::encode_upper(thumbprint))?
+            .ok_or_else(|| KmsError::ker(KerCode::Kms025))?;
         if record.application_id != application_id {
-            return Err(KmsError::ker(
-                codes::KMS_024,
-                "Application Id & Reference Id not matching with the input thumbprint.",
-            ));
+            return Err(KmsError::ker(KerCode::Kms024));
         }
         let key = self.store.load(&record)?;
-        cipher::open(key.decrypting(), params, blob).map_err(|e| cipher_error(&e))
+        Ok(cipher::open(key.decrypting(), params, blob)?)
     }
 
     /// Signs a payload as a compact JWS with the current key of the pair (spec 5.1).
     ///
     /// # Errors
     /// KER-KMS-020 for a pair that may not sign; KER-KMA-005 when the certificate is not
-    /// valid now.
+    /// valid now; KER-KMS-005 for an attached unencoded payload that is not text.
     pub fn sign(&self, spec: &SignSpec<'_>) -> Result<String, KmsError> {
         let (app, reference) = if spec.application_id.trim().is_empty() {
             ("KERNEL", "SIGN")
@@ -191,25 +150,19 @@ impl Kms {
             (spec.application_id, spec.reference_id)
         };
         if !matches!(KeyKind::of(app, reference), KeyKind::Master | KeyKind::Sign) {
-            return Err(KmsError::ker(
-                codes::KMS_020,
-                "Signing operation not allowed for the provided application id & reference id.",
-            ));
+            return Err(KmsError::ker(KerCode::Kms020));
         }
         let at = now();
         let key = self.store.current_key(app, reference, at)?;
         let cert = &key.record.certificate;
         if at < cert.not_before() || at > cert.not_after() {
-            return Err(KmsError::ker(
-                codes::KMA_005,
+            return Err(KmsError::ker_with(
+                KerCode::Kma005,
                 "Error occured while processing exception: signing certificate is not valid now",
             ));
         }
         let header = JwsHeader {
-            alg: match spec.algorithm {
-                SignAlgorithm::Rs256 => "RS256".into(),
-                SignAlgorithm::Ps256 => "PS256".into(),
-            },
+            alg: spec.algorithm,
             x5c: spec
                 .include_certificate
                 .then(|| vec![b64::encode_b64(cert.der())]),
@@ -225,32 +178,12 @@ impl Kms {
             b64: (!spec.b64).then_some(false),
             crit: (!spec.b64).then(|| vec!["b64".to_string()]),
         };
-        let header_b64 = header.encode();
-        let payload_segment = if spec.b64 {
-            b64::encode_b64u(spec.payload)
-        } else {
-            String::from_utf8(spec.payload.to_vec()).map_err(|_| {
-                KmsError::ker(
-                    codes::KMS_005,
-                    "an unencoded (b64: false) payload must be UTF-8 text",
-                )
-            })?
-        };
-        let input = format!("{header_b64}.{payload_segment}");
-        let alg = match spec.algorithm {
-            SignAlgorithm::Rs256 => &RSA_PKCS1_SHA256,
-            SignAlgorithm::Ps256 => &RSA_PSS_SHA256,
-        };
-        let mut signature = vec![0u8; key.signing().public_modulus_len()];
-        key.signing()
-            .sign(alg, &SystemRandom::new(), input.as_bytes(), &mut signature)
-            .map_err(|_| KmsError::ker("KER-JWS-104", "Error - Unable to sign the data."))?;
-        let sig = b64::encode_b64u(&signature);
-        Ok(if spec.include_payload {
-            format!("{input}.{sig}")
-        } else {
-            format!("{header_b64}..{sig}")
-        })
+        jws::sign(key.signing(), &header, spec.payload, !spec.include_payload).map_err(
+            |e| match e {
+                Error::InvalidInput(message) => KmsError::invalid(message),
+                _ => KmsError::ker(KerCode::Jws104),
+            },
+        )
     }
 
     /// Verifies a compact JWS (spec 5.3), strictly: a certificate in the header counts only
@@ -268,84 +201,89 @@ impl Kms {
         reference_id: &str,
         certificate_pem: Option<&str>,
     ) -> Result<bool, KmsError> {
-        let invalid = || KmsError::ker(codes::JWS_106, "Signature data to verify not valid.");
-        let parts: Vec<&str> = token.trim().split('.').collect();
-        let [header, middle, signature] = parts.as_slice() else {
-            return Err(invalid());
+        let parsed = match parse_for_verification(token, actual_data)? {
+            Some(parsed) => parsed,
+            None => return Ok(false),
         };
-        let middle = actual_data
-            .filter(|a| !a.trim().is_empty())
-            .unwrap_or(middle);
-        let compact = format!("{header}.{middle}.{signature}");
-        let parsed = UnverifiedJws::parse(&compact).map_err(|_| invalid())?;
-        if parsed.is_detached() {
-            return Err(KmsError::ker(
-                codes::JWS_105,
-                "Error - Unable to verify the data. (detached JWS without actualData)",
-            ));
-        }
-        let h = parsed.header();
-        let certificate: CertificateInfo = if let Some(chain) = &h.x5c {
-            let Some(der) = chain.first().and_then(|c| b64::decode_lenient(c).ok()) else {
-                return Ok(false);
-            };
-            let thumbprint =
-                hex_upper(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der).as_ref());
-            match self.store.record_by_thumbprint(&thumbprint)? {
-                Some(record) => record.certificate,
-                None => return Ok(false),
-            }
-        } else if let Some(hash) = &h.x5t_s256 {
-            let Ok(bytes) = b64::decode_b64u(hash) else {
-                return Ok(false);
-            };
-            match self.store.record_by_thumbprint(&hex_upper(&bytes))? {
-                Some(record) => record.certificate,
-                None => return Ok(false),
-            }
-        } else if let Some(kid) = &h.kid {
-            match self.store.record_by_key_id(kid)? {
-                Some(record) => record.certificate,
-                None => return Ok(false),
-            }
-        } else if let Some(pem) = certificate_pem.filter(|p| !p.trim().is_empty()) {
-            CertificateInfo::from_pem(pem).map_err(|e| {
-                KmsError::ker(codes::KMS_013, format!("Certificate Parsing Error. ({e})"))
-            })?
-        } else {
-            let (app, reference) = if application_id.trim().is_empty() {
-                ("KERNEL", "SIGN")
-            } else {
-                (application_id, reference_id)
-            };
-            self.store
-                .current_key(app, reference, now())?
-                .record
-                .certificate
-                .clone()
+        let Some(certificate) =
+            self.verification_certificate(&parsed, application_id, reference_id, certificate_pem)?
+        else {
+            return Ok(false);
         };
         let at = now();
         if at < certificate.not_before() || at > certificate.not_after() {
-            return Err(KmsError::ker(
-                "KER-JWS-107",
-                "Signature verification certificate not valid.",
-            ));
+            return Err(KmsError::ker(KerCode::Jws107));
         }
         let set = JwkSet {
             keys: vec![Jwk::from_certificate(
                 &certificate,
-                h.kid.clone(),
+                parsed.header().kid.clone(),
                 KeyUse::Sig,
             )],
         };
         match parsed.verify(&set) {
             Ok(_) => Ok(true),
-            Err(g2p_encryption::Error::InvalidSignature(_)) => Ok(false),
-            Err(e) => Err(KmsError::ker(
-                codes::JWS_105,
-                format!("Error - Unable to verify the data. ({e})"),
+            Err(Error::InvalidSignature(_)) => Ok(false),
+            Err(e) => Err(KmsError::ker_with(
+                KerCode::Jws105,
+                format!("{} ({e})", KerCode::Jws105.message()),
             )),
         }
+    }
+
+    /// The certificate a token is checked against: the one its `x5c` or `x5t#S256` names,
+    /// else its `kid`'s, else the given PEM, else the pair's current one. `None` when the
+    /// token names a certificate or key this key manager does not hold.
+    fn verification_certificate(
+        &self,
+        parsed: &UnverifiedJws,
+        application_id: &str,
+        reference_id: &str,
+        certificate_pem: Option<&str>,
+    ) -> Result<Option<CertificateInfo>, KmsError> {
+        let h = parsed.header();
+        let held = |record: Option<KeyRecord>| record.map(|r| r.certificate);
+        if let Some(chain) = &h.x5c {
+            let Some(der) = chain.first().and_then(|c| b64::decode_lenient(c).ok()) else {
+                return Ok(None);
+            };
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+            return Ok(held(
+                self.store
+                    .record_by_thumbprint(&hex::encode_upper(digest.as_ref()))?,
+            ));
+        }
+        if let Some(hash) = &h.x5t_s256 {
+            let Ok(bytes) = b64::decode_b64u(hash) else {
+                return Ok(None);
+            };
+            return Ok(held(
+                self.store.record_by_thumbprint(&hex::encode_upper(bytes))?,
+            ));
+        }
+        if let Some(kid) = &h.kid {
+            return Ok(held(self.store.record_by_key_id(kid)?));
+        }
+        if let Some(pem) = certificate_pem.filter(|p| !p.trim().is_empty()) {
+            return CertificateInfo::from_pem(pem).map(Some).map_err(|e| {
+                KmsError::ker_with(
+                    KerCode::Kms013,
+                    format!("{} ({e})", KerCode::Kms013.message()),
+                )
+            });
+        }
+        let (app, reference) = if application_id.trim().is_empty() {
+            ("KERNEL", "SIGN")
+        } else {
+            (application_id, reference_id)
+        };
+        Ok(Some(
+            self.store
+                .current_key(app, reference, now())?
+                .record
+                .certificate
+                .clone(),
+        ))
     }
 
     /// The current certificate of `(app, ref)`, generating the key when none is current.
@@ -375,4 +313,38 @@ impl Kms {
     ) -> Result<Vec<KeyRecord>, KmsError> {
         self.store.all(application_id, reference_id)
     }
+}
+
+/// Parses a token for `/jwtVerify`, putting `actual_data` (b64u) in place of a detached
+/// payload. `None` for a token whose algorithm is refused: not valid, rather than malformed.
+///
+/// # Errors
+/// KER-JWS-106 for a token that is not a compact JWS, KER-JWS-105 for a detached token
+/// without `actualData`.
+fn parse_for_verification(
+    token: &str,
+    actual_data: Option<&str>,
+) -> Result<Option<UnverifiedJws>, KmsError> {
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    let [header, middle, signature] = parts.as_slice() else {
+        return Err(KmsError::ker(KerCode::Jws106));
+    };
+    let middle = actual_data
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or(middle);
+    let parsed = match UnverifiedJws::parse(&format!("{header}.{middle}.{signature}")) {
+        Ok(parsed) => parsed,
+        Err(Error::InvalidSignature(_)) => return Ok(None),
+        Err(_) => return Err(KmsError::ker(KerCode::Jws106)),
+    };
+    if parsed.is_detached() {
+        return Err(KmsError::ker_with(
+            KerCode::Jws105,
+            format!(
+                "{} (detached JWS without actualData)",
+                KerCode::Jws105.message()
+            ),
+        ));
+    }
+    Ok(Some(parsed))
 }

@@ -11,6 +11,7 @@
 
 mod error;
 pub mod kek;
+pub mod keyfile;
 mod kms;
 mod local;
 pub mod policy;
@@ -19,7 +20,7 @@ pub mod store;
 
 pub use error::KmsError;
 pub use kek::Kek;
-pub use kms::{Kms, SignAlgorithm, SignSpec};
+pub use kms::{Kms, SignSpec};
 pub use local::{LocalProvider, LocalSettings};
 pub use policy::{KeyPolicy, Policies};
 pub use store::{CsrSubject, KeyKind, KeyRecord, KeyStore, StoreOptions};

@@ -12,7 +12,7 @@ use g2p_encryption::{
 use g2p_mosip::cipher::CipherParams;
 
 use crate::error::KmsError;
-use crate::kms::{Kms, SignAlgorithm, SignSpec};
+use crate::kms::{Kms, SignSpec};
 
 /// Which keys a [`LocalProvider`] uses; the same ids, salt and aad as a Keymanager provider.
 #[derive(Clone)]
@@ -230,7 +230,7 @@ impl EncryptionProvider for LocalProvider {
                 include_certificate: options.include_certificate,
                 include_cert_hash: options.include_cert_hash,
                 certificate_url: options.certificate_url.as_deref(),
-                algorithm: SignAlgorithm::Rs256,
+                algorithm: g2p_encryption::Alg::Rs256,
                 b64: true,
             })
         })

@@ -21,6 +21,7 @@ use aws_lc_rs::rsa::{
 };
 use zeroize::Zeroizing;
 
+use crate::error::{KerCode, ServiceError};
 use g2p_encryption::cert::CertificateInfo;
 
 /// `#KEY_SPLITTER#`.
@@ -42,11 +43,13 @@ const MODE_C_RANDOM_LEN: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CipherError {
-    /// No `#KEY_SPLITTER#` in the data.
-    #[error("data has no key splitter")]
+    /// No `#KEY_SPLITTER#` in the data: it is not a MOSIP ciphertext.
+    #[error(
+        "not a MOSIP ciphertext (the separator between the wrapped key and the data is missing)"
+    )]
     NoSplitter,
     /// The key part is empty.
-    #[error("key part of the data is empty")]
+    #[error("not a MOSIP ciphertext (nothing before the separator where the wrapped key belongs)")]
     EmptyKeyPart,
     /// The RSA-wrapped session key did not decrypt.
     #[error("session key could not be unwrapped")]
@@ -70,16 +73,28 @@ pub enum CipherError {
 
 impl CipherError {
     /// The Keymanager error code for this failure.
-    pub fn ker_code(&self) -> &'static str {
-        use crate::error::codes;
+    pub fn ker_code(&self) -> KerCode {
         match self {
-            CipherError::NoSplitter | CipherError::EmptyKeyPart => codes::CRY_003,
-            CipherError::UnwrapFailed => codes::KMS_019,
-            CipherError::TagMismatch => codes::FSE_004,
-            CipherError::TooShort => codes::FSE_002,
-            CipherError::UnsupportedIvLength(_) => codes::CRY_003,
-            CipherError::EmptyPlaintext => codes::FSE_006,
-            CipherError::InvalidPublicKey => codes::CRY_002,
+            CipherError::NoSplitter | CipherError::EmptyKeyPart => KerCode::Cry003,
+            CipherError::UnwrapFailed => KerCode::Kms019,
+            CipherError::TagMismatch => KerCode::Fse004,
+            CipherError::TooShort => KerCode::Fse002,
+            CipherError::UnsupportedIvLength(_) => KerCode::Cry003,
+            CipherError::EmptyPlaintext => KerCode::Fse006,
+            CipherError::InvalidPublicKey => KerCode::Cry002,
+        }
+    }
+
+    /// The error as the Keymanager answers it: its code, with its message where it has one
+    /// (for a GCM tag failure, the text of Java's crypto provider, spec 1.5).
+    pub fn to_service_error(&self) -> ServiceError {
+        let code = self.ker_code();
+        match self {
+            CipherError::TagMismatch => ServiceError::new(code, "Tag mismatch"),
+            CipherError::UnwrapFailed | CipherError::NoSplitter | CipherError::EmptyKeyPart => {
+                ServiceError::from(code)
+            }
+            other => ServiceError::new(code, other.to_string()),
         }
     }
 }
@@ -537,6 +552,6 @@ mod tests {
             ),
             Err(CipherError::TooShort)
         );
-        assert_eq!(CipherError::TagMismatch.ker_code(), "KER-FSE-004");
+        assert_eq!(CipherError::TagMismatch.ker_code(), KerCode::Fse004);
     }
 }

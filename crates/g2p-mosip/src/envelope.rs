@@ -1,10 +1,11 @@
-//! Request and response wrappers (spec 1.1, 1.2) and the one place responses are decoded.
+//! Request and response wrappers (spec 1.1, 1.2): the one place a client decodes answers
+//! ([`decode_envelope`]) and a server reads requests ([`IncomingRequest`]).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{EnvelopeError, ServiceError};
+use crate::error::{EnvelopeError, KerCode, ServiceError};
 use crate::timestamp;
 
 /// The wrapper every POST/PUT body travels in.
@@ -81,6 +82,77 @@ impl<T> ResponseWrapper<T> {
             errors: Some(errors),
         }
     }
+}
+
+/// A request as a server reads it (spec 1.1): the `id` and `version` to echo in the answer,
+/// and the `request` member, checked when the endpoint asks for its DTO.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    id: Option<String>,
+    version: Option<String>,
+    wrapper: serde_json::Map<String, Value>,
+}
+
+impl IncomingRequest {
+    /// Reads a body.
+    ///
+    /// # Errors
+    /// `KER-KMS-005` naming the problem when the body is not a JSON object; the server answers
+    /// it with HTTP 400 (spec 1.4).
+    pub fn parse(body: &[u8]) -> Result<Self, ServiceError> {
+        let wrapper = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(invalid("body must be a JSON object")),
+            Err(e) => return Err(invalid(format!("body is not JSON: {e}"))),
+        };
+        let text = |k: &str| wrapper.get(k).and_then(Value::as_str).map(String::from);
+        Ok(IncomingRequest {
+            id: text("id"),
+            version: text("version"),
+            wrapper,
+        })
+    }
+
+    /// The `id` to echo.
+    pub fn id(&self) -> Option<String> {
+        self.id.clone()
+    }
+
+    /// The `version` to echo.
+    pub fn version(&self) -> Option<String> {
+        self.version.clone()
+    }
+
+    /// The endpoint's request DTO.
+    ///
+    /// # Errors
+    /// `KER-KMS-005` when `requesttime` is not an ISO local date-time, `request` is missing or
+    /// null, or it does not fit `T` (the message names the member).
+    pub fn request<T: DeserializeOwned>(&self) -> Result<T, ServiceError> {
+        if let Some(rt) = self.wrapper.get("requesttime").and_then(Value::as_str)
+            && timestamp::parse_lenient(rt).is_err()
+        {
+            return Err(invalid(format!("Invalid format for requesttime: {rt:?}")));
+        }
+        let request = self
+            .wrapper
+            .get("request")
+            .filter(|r| !r.is_null())
+            .ok_or_else(|| invalid("request must not be null"))?;
+        T::deserialize(request).map_err(|e| invalid(format!("request: {e}")))
+    }
+
+    /// The answer to this request: its `id` and `version`, and the response or the errors.
+    pub fn answer<R>(&self, result: Result<R, ServiceError>) -> ResponseWrapper<R> {
+        match result {
+            Ok(response) => ResponseWrapper::success(self.id(), self.version(), response),
+            Err(e) => ResponseWrapper::failure(self.id(), self.version(), vec![e]),
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::new(KerCode::Kms005, message)
 }
 
 #[derive(Deserialize)]
@@ -190,7 +262,7 @@ mod tests {
             decode(500, body).unwrap_err(),
             EnvelopeError::Status {
                 status: 500,
-                error: Some(ServiceError::new("KER-KMS-500", ""))
+                error: Some(ServiceError::new(KerCode::Kms500, ""))
             }
         );
         assert_eq!(
@@ -200,6 +272,45 @@ mod tests {
                 error: None
             }
         );
+    }
+
+    #[test]
+    fn server_reads_requests() {
+        use crate::dto::RevokeKeyRequest;
+        let body = br#"{"id":"i","version":"v","requesttime":"2025-01-15T10:20:30.456Z","request":{"applicationId":"A","referenceId":"R"}}"#;
+        let incoming = IncomingRequest::parse(body).unwrap();
+        assert_eq!(
+            (incoming.id().as_deref(), incoming.version().as_deref()),
+            (Some("i"), Some("v"))
+        );
+        let r: RevokeKeyRequest = incoming.request().unwrap();
+        assert_eq!(
+            (r.application_id.as_str(), r.reference_id.as_str()),
+            ("A", "R")
+        );
+        let answer = incoming.answer::<()>(Err(KerCode::Kms021.into()));
+        assert_eq!(answer.id.as_deref(), Some("i"));
+        assert_eq!(answer.errors.unwrap()[0].error_code, "KER-KMS-021");
+        for (body, says) in [(&b"[1]"[..], "JSON object"), (b"{", "not JSON")] {
+            let e = IncomingRequest::parse(body).unwrap_err();
+            assert_eq!(e.code(), Some(KerCode::Kms005));
+            assert!(e.message.contains(says), "{}", e.message);
+        }
+        for (body, says) in [
+            (
+                &br#"{"requesttime":"yesterday","request":{}}"#[..],
+                "requesttime",
+            ),
+            (br#"{"request":null}"#, "request must not be null"),
+            (br#"{"request":{"applicationId":7}}"#, "request:"),
+        ] {
+            let e = IncomingRequest::parse(body)
+                .unwrap()
+                .request::<RevokeKeyRequest>()
+                .unwrap_err();
+            assert_eq!(e.code(), Some(KerCode::Kms005));
+            assert!(e.message.contains(says), "{}", e.message);
+        }
     }
 
     #[test]

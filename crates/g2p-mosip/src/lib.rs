@@ -22,5 +22,5 @@ pub mod error;
 pub mod key_id;
 pub mod timestamp;
 
-pub use envelope::{RequestWrapper, ResponseWrapper, decode_envelope};
-pub use error::{EnvelopeError, ServiceError};
+pub use envelope::{IncomingRequest, RequestWrapper, ResponseWrapper, decode_envelope};
+pub use error::{EnvelopeError, KerClass, KerCode, ServiceError};

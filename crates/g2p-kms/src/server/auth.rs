@@ -4,15 +4,11 @@
 
 use std::collections::HashMap;
 
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
-use g2p_encryption::jws::VerificationKeys;
-use g2p_encryption::{Jwk, JwkSet, JwsHeader, KeyUse, UnverifiedJws, b64};
-use serde_json::{Value, json};
+use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair};
+use g2p_encryption::jws::{self, VerificationKeys};
+use g2p_encryption::{Alg, Jwk, JwkSet, JwsHeader, KeyUse, UnverifiedJws, b64};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use zeroize::Zeroizing;
 
 use crate::error::KmsError;
 
@@ -139,86 +135,70 @@ impl std::fmt::Debug for Realm {
     }
 }
 
-fn generate_realm_key() -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)
-        .map_err(|_| KmsError::Internal("realm key generation".into()))?;
-    let pkcs8 = AsDer::<Pkcs8V1Der>::as_der(&private)
-        .map_err(|_| KmsError::Internal("realm key encoding".into()))?;
-    Ok(Zeroizing::new(pkcs8.as_ref().to_vec()))
+/// The claims of a realm token, as Keycloak writes them for a service account (spec 7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealmClaims {
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Token id.
+    pub jti: String,
+    /// `<base>/realms/<realm>`.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// `service-account-<client>`.
+    pub sub: String,
+    /// `Bearer`.
+    pub typ: String,
+    /// The client the token was issued to.
+    pub azp: String,
+    /// Granted scope.
+    pub scope: String,
+    /// The realm roles.
+    pub realm_access: RealmAccess,
+    /// `service-account-<client>`.
+    pub preferred_username: String,
+    /// The client id again, as Keycloak adds it for service accounts.
+    #[serde(rename = "clientId")]
+    pub client_id: String,
 }
 
-/// The signing key of realm `name`, kept in `dir/realm-<name>.key` wrapped under the
-/// key-encryption key (created on first use, mode 0600), so that tokens a client holds stay
-/// valid when the key manager restarts, as with Keycloak.
-///
-/// # Errors
-/// [`KmsError::Config`] when the file cannot be written, or was wrapped under another
-/// key-encryption key.
-pub fn realm_key(
-    dir: &std::path::Path,
-    kek: &crate::Kek,
-    name: &str,
-) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err(KmsError::Config(format!(
-            "realm name {name:?}: use letters, digits, '-', '_' and '.'"
-        )));
-    }
-    let path = dir.join(format!("realm-{name}.key"));
-    let context = format!("realm:{name}");
-    let read = |path: &std::path::Path| -> Result<Option<Zeroizing<Vec<u8>>>, KmsError> {
-        match std::fs::read(path) {
-            Ok(wrapped) => kek.unwrap(context.as_bytes(), &wrapped).map(Some).ok_or_else(|| {
-                KmsError::Config(format!(
-                    "{} does not unwrap (damaged, or written under another key-encryption key); remove it to make a new realm key (issued tokens stop working)",
-                    path.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(KmsError::Config(format!("cannot read {}: {e}", path.display()))),
-        }
-    };
-    if let Some(key) = read(&path)? {
-        return Ok(key);
-    }
-    let key = generate_realm_key()?;
-    let wrapped = kek.wrap(context.as_bytes(), &key)?;
-    // Written whole to a file of our own, then linked into place: the link fails if another
-    // process got there first, and then its key is the one used.
-    let mut suffix = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| KmsError::Internal("no randomness".into()))?;
-    let tmp = dir.join(format!(
-        ".realm-{name}.{}.{}.tmp",
-        std::process::id(),
-        suffix
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ));
-    let write = || -> std::io::Result<()> {
-        crate::kek::create_private_file(&tmp, &wrapped)?;
-        match std::fs::hard_link(&tmp, &path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e),
-        }
-    };
-    let written = write();
-    let _ = std::fs::remove_file(&tmp);
-    written.map_err(|e| KmsError::Config(format!("cannot write {}: {e}", path.display())))?;
-    read(&path)?.ok_or_else(|| KmsError::Config(format!("{} vanished", path.display())))
+/// `realm_access` of a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealmAccess {
+    /// Role names.
+    pub roles: Vec<String>,
 }
+
+/// The answer of the token endpoint (RFC 6749 section 5.1, Keycloak's members).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenAnswer {
+    /// The JWT.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// No refresh tokens for client credentials.
+    pub refresh_expires_in: i64,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// Keycloak's `not-before-policy`.
+    #[serde(rename = "not-before-policy")]
+    pub not_before_policy: i64,
+    /// Granted scope.
+    pub scope: &'static str,
+}
+
+/// The scope of issued tokens.
+const SCOPE: &str = "profile email";
 
 /// An RFC 6749 error answer: (HTTP status, `error`, `error_description`).
 pub type OAuthError = (u16, &'static str, String);
 
 impl Realm {
     /// A realm with a fresh RS256 signing key (tokens of a previous run are not accepted;
-    /// see [`Realm::with_key`] and [`realm_key`] to keep one).
+    /// see [`Realm::with_key`] and [`crate::keyfile::realm_key`] to keep one).
     ///
     /// # Errors
     /// Key generation failure.
@@ -233,12 +213,12 @@ impl Realm {
             issuer_base,
             clients,
             token_lifetime,
-            &generate_realm_key()?,
+            &crate::store::generate_pkcs8()?,
         )
     }
 
-    /// A realm signing with this RSA key (PKCS#8 DER), e.g. one kept by [`realm_key`] so that
-    /// tokens stay valid across restarts.
+    /// A realm signing with this RSA key (PKCS#8 DER), e.g. one kept by
+    /// [`crate::keyfile::realm_key`] so that tokens stay valid across restarts.
     ///
     /// # Errors
     /// A key that is not an RSA PKCS#8 key.
@@ -263,7 +243,7 @@ impl Realm {
             e: b64::encode_b64u(&e),
             kid: Some(kid.clone()),
             key_use: Some(KeyUse::Sig),
-            alg: Some("RS256".into()),
+            alg: Some(Alg::Rs256.as_str().into()),
             x5c: Vec::new(),
             x5t: None,
             x5t_s256: None,
@@ -302,7 +282,53 @@ impl Realm {
         &self,
         form: &HashMap<String, String>,
         basic: Option<(String, String)>,
-    ) -> Result<Value, OAuthError> {
+    ) -> Result<TokenAnswer, OAuthError> {
+        let client = self.client_of(form, basic)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| (500, "server_error", String::new()))?;
+        let account = format!("service-account-{}", client.id);
+        let claims = RealmClaims {
+            exp: now + self.token_lifetime,
+            iat: now,
+            jti: b64::encode_b64u(&jti),
+            iss: self.issuer.clone(),
+            aud: "account".into(),
+            sub: account.clone(),
+            typ: "Bearer".into(),
+            azp: client.id.clone(),
+            scope: SCOPE.into(),
+            realm_access: RealmAccess {
+                roles: client.roles.clone(),
+            },
+            preferred_username: account,
+            client_id: client.id.clone(),
+        };
+        let header = JwsHeader {
+            typ: Some("JWT".into()),
+            ..JwsHeader::rs256(Some(self.kid.clone()))
+        };
+        let payload =
+            serde_json::to_vec(&claims).map_err(|_| (500, "server_error", String::new()))?;
+        let access_token = jws::sign(&self.key, &header, &payload, false)
+            .map_err(|_| (500, "server_error", String::new()))?;
+        Ok(TokenAnswer {
+            access_token,
+            expires_in: self.token_lifetime,
+            refresh_expires_in: 0,
+            token_type: "Bearer",
+            not_before_policy: 0,
+            scope: SCOPE,
+        })
+    }
+
+    /// The client a token request authenticates as: HTTP Basic, else the form's
+    /// `client_id` and `client_secret`.
+    fn client_of(
+        &self,
+        form: &HashMap<String, String>,
+        basic: Option<(String, String)>,
+    ) -> Result<&Client, OAuthError> {
         let grant = form.get("grant_type").ok_or((
             400,
             "invalid_request",
@@ -315,71 +341,22 @@ impl Realm {
                 "Unsupported grant_type".into(),
             ));
         }
-        let (id, secret) = match (basic, form.get("client_id"), form.get("client_secret")) {
-            (Some(pair), _, _) => pair,
-            (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
-            (None, Some(_), None) | (None, None, _) => {
-                return Err((
-                    401,
-                    "invalid_client",
-                    "Invalid client or Invalid client credentials".into(),
-                ));
-            }
-        };
-        let client = self
-            .clients
-            .get(&id)
-            .filter(|c| c.secret_matches(&secret))
-            .ok_or((
+        let invalid_client = || {
+            (
                 401,
                 "invalid_client",
                 "Invalid client or Invalid client credentials".to_string(),
-            ))?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let mut jti = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut jti).map_err(|_| (500, "server_error", String::new()))?;
-        let claims = json!({
-            "exp": now + self.token_lifetime,
-            "iat": now,
-            "jti": b64::encode_b64u(&jti),
-            "iss": self.issuer,
-            "aud": "account",
-            "sub": format!("service-account-{}", client.id),
-            "typ": "Bearer",
-            "azp": client.id,
-            "scope": "profile email",
-            "realm_access": {"roles": client.roles},
-            "preferred_username": format!("service-account-{}", client.id),
-            "clientId": client.id,
-        });
-        let header = JwsHeader {
-            alg: "RS256".into(),
-            typ: Some("JWT".into()),
-            kid: Some(self.kid.clone()),
-            ..JwsHeader::default()
-        };
-        let input = format!(
-            "{}.{}",
-            header.encode(),
-            b64::encode_b64u(claims.to_string().as_bytes())
-        );
-        let mut sig = vec![0u8; self.key.public_modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &SystemRandom::new(),
-                input.as_bytes(),
-                &mut sig,
             )
-            .map_err(|_| (500, "server_error", String::new()))?;
-        Ok(json!({
-            "access_token": format!("{input}.{}", b64::encode_b64u(&sig)),
-            "expires_in": self.token_lifetime,
-            "refresh_expires_in": 0,
-            "token_type": "Bearer",
-            "not-before-policy": 0,
-            "scope": "profile email",
-        }))
+        };
+        let (id, secret) = match (basic, form.get("client_id"), form.get("client_secret")) {
+            (Some(pair), _, _) => pair,
+            (None, Some(id), Some(secret)) => (id.clone(), secret.clone()),
+            (None, Some(_), None) | (None, None, _) => return Err(invalid_client()),
+        };
+        self.clients
+            .get(&id)
+            .filter(|c| c.secret_matches(&secret))
+            .ok_or_else(invalid_client)
     }
 
     /// Validates a token: signature by this realm, not expired, our issuer, a known client.
@@ -420,32 +397,22 @@ impl Realm {
         let verified = parsed
             .verify_with(&self.verification)
             .map_err(|_| AuthFailure::Unauthenticated("token signature"))?;
-        let claims: Value = serde_json::from_slice(verified.payload())
+        let claims: RealmClaims = serde_json::from_slice(verified.payload())
             .map_err(|_| AuthFailure::Unauthenticated("token claims"))?;
-        let exp = claims["exp"].as_i64().unwrap_or(0);
-        if exp <= now {
+        if claims.exp <= now {
             return Err(AuthFailure::Unauthenticated("token expired"));
         }
-        if claims["iss"].as_str() != Some(self.issuer.as_str()) {
+        if claims.iss != self.issuer {
             return Err(AuthFailure::Unauthenticated("token issuer"));
         }
-        let client_id = claims["azp"].as_str().unwrap_or_default();
-        if !self.clients.contains_key(client_id) {
+        if !self.clients.contains_key(&claims.azp) {
             return Err(AuthFailure::Unauthenticated("token audience"));
         }
-        let roles = claims["realm_access"]["roles"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok((
-            exp,
+            claims.exp,
             Principal {
-                client_id: client_id.into(),
-                roles,
+                client_id: claims.azp,
+                roles: claims.realm_access.roles,
             },
         ))
     }
@@ -497,7 +464,7 @@ mod tests {
                 None,
             )
             .unwrap();
-        answer["access_token"].as_str().unwrap().to_string()
+        answer.access_token
     }
 
     fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -520,7 +487,7 @@ mod tests {
                 Some(("ro".into(), "pw2".into())),
             )
             .unwrap();
-        let p = r.validate(ro["access_token"].as_str().unwrap()).unwrap();
+        let p = r.validate(&ro.access_token).unwrap();
         assert!(!p.has_any(ADMIN_ROLES) && p.has_any(CRYPTO_ROLES));
         // Another realm's token is refused.
         let other = realm();
@@ -560,44 +527,6 @@ mod tests {
             r.validate(&token).unwrap_err(),
             AuthFailure::Unauthenticated("token expired")
         );
-    }
-
-    #[test]
-    fn a_kept_realm_key_outlives_the_realm() {
-        let dir = tempfile::tempdir().unwrap();
-        let kek = crate::Kek::from_bytes(&[7u8; 32]).unwrap();
-        let first = realm_key(dir.path(), &kek, "openg2p").unwrap();
-        assert_eq!(*realm_key(dir.path(), &kek, "openg2p").unwrap(), *first);
-        assert_ne!(*realm_key(dir.path(), &kek, "other").unwrap(), *first);
-        let clients = || vec![Client::parse("app:pw").unwrap()];
-        let before = Realm::with_key("openg2p", "http://kms", clients(), 300, &first).unwrap();
-        let token = &app_token(&before);
-        let after = Realm::with_key("openg2p", "http://kms", clients(), 300, &first).unwrap();
-        assert!(after.validate(token).is_ok());
-        let wrong = crate::Kek::from_bytes(&[8u8; 32]).unwrap();
-        let e = realm_key(dir.path(), &wrong, "openg2p").unwrap_err();
-        assert!(e.to_string().contains("another key-encryption key"), "{e}");
-        // Concurrent first starts agree on one key.
-        let fresh = tempfile::tempdir().unwrap();
-        let keys: Vec<Vec<u8>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..6)
-                .map(|_| scope.spawn(|| realm_key(fresh.path(), &kek, "race").unwrap().to_vec()))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert!(keys.windows(2).all(|w| w[0] == w[1]));
-        let leftovers = std::fs::read_dir(fresh.path()).unwrap().count();
-        assert_eq!(leftovers, 1, "temporary files left behind");
-        assert!(realm_key(dir.path(), &kek, "../x").is_err());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("realm-openg2p.key"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
     }
 
     #[test]

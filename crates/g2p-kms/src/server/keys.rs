@@ -1,27 +1,23 @@
 //! Certificate and key administration: `GET /getCertificate`, `/getAllCertificates`,
-//! `POST /generateMasterKey/{CERTIFICATE|CSR}`, `PUT /revokeKey`.
+//! `POST /generateMasterKey/{CERTIFICATE|CSR}`, `/uploadOtherDomainCertificate`,
+//! `PUT /revokeKey`.
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
+use g2p_mosip::KerCode;
 use g2p_mosip::dto::{
     AllCertificatesResponse, CertificateDataResponse, KeyPairGenerateRequest,
-    KeyPairGenerateResponse, RevokeKeyRequest, StatusResponse,
+    KeyPairGenerateResponse, RevokeKeyRequest, StatusResponse, UploadCertificateRequest,
 };
-use g2p_mosip::error::codes;
 use g2p_mosip::timestamp;
-use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::auth::{ADMIN_ROLES, CRYPTO_ROLES};
-use super::{
-    ServerState, auth_failure, authorize, blocking, echoed_ids, envelope, invalid, parse_request,
-    to_value,
-};
+use super::request::{Admin, Caller, Crypto, Mosip};
+use super::{ServerState, answer_get, blocking};
 use crate::error::KmsError;
+use crate::kms::Kms;
 use crate::store::{CsrSubject, KeyRecord};
 
 fn strict(t: i64) -> String {
@@ -45,7 +41,7 @@ fn query_ids(query: &HashMap<String, String>) -> Result<(String, String), KmsErr
         .get("applicationId")
         .filter(|a| !a.trim().is_empty())
         .ok_or_else(|| {
-            invalid("Required request parameter 'applicationId' for method parameter type String is not present")
+            KmsError::invalid("Required request parameter 'applicationId' for method parameter type String is not present")
         })?;
     Ok((
         app.clone(),
@@ -53,39 +49,38 @@ fn query_ids(query: &HashMap<String, String>) -> Result<(String, String), KmsErr
     ))
 }
 
+/// `GET /getCertificate`: the current certificate of the pair.
 pub(super) async fn get_certificate(
     State(state): State<ServerState>,
-    headers: HeaderMap,
+    _: Caller<Crypto>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers, CRYPTO_ROLES) {
-        return auth_failure(refused);
-    }
-    let kms = state.kms.clone();
-    let result = match query_ids(&query) {
-        Err(e) => Err(e),
-        Ok((app, reference)) => {
-            blocking(move || to_value(certificate_response(&kms.certificate(&app, &reference)?)))
-                .await
-        }
-    };
-    envelope(None, None, result)
-}
-
-pub(super) async fn get_all_certificates(
-    State(state): State<ServerState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(refused) = authorize(&state, &headers, CRYPTO_ROLES) {
-        return auth_failure(refused);
-    }
-    let kms = state.kms.clone();
     let result = match query_ids(&query) {
         Err(e) => Err(e),
         Ok((app, reference)) => {
             blocking(move || {
-                let all = kms
+                Ok(certificate_response(
+                    &state.kms.certificate(&app, &reference)?,
+                ))
+            })
+            .await
+        }
+    };
+    answer_get(result)
+}
+
+/// `GET /getAllCertificates`: every certificate of the pair, oldest first.
+pub(super) async fn get_all_certificates(
+    State(state): State<ServerState>,
+    _: Caller<Crypto>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let result = match query_ids(&query) {
+        Err(e) => Err(e),
+        Ok((app, reference)) => {
+            blocking(move || {
+                let all = state
+                    .kms
                     .all_certificates(&app, &reference)?
                     .into_iter()
                     .map(|r| CertificateDataResponse {
@@ -95,109 +90,144 @@ pub(super) async fn get_all_certificates(
                         key_id: r.key_id,
                     })
                     .collect();
-                to_value(AllCertificatesResponse {
+                Ok(AllCertificatesResponse {
                     all_certificates: all,
                 })
             })
             .await
         }
     };
-    envelope(None, None, result)
+    answer_get(result)
 }
 
+/// What `generateMasterKey` answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectType {
+    Certificate,
+    Csr,
+}
+
+impl ObjectType {
+    fn parse(text: &str) -> Result<Self, KmsError> {
+        if text.trim().is_empty() {
+            Err(KmsError::invalid("objectType must not be blank"))
+        } else if text.eq_ignore_ascii_case("CSR") {
+            Ok(ObjectType::Csr)
+        } else if text.eq_ignore_ascii_case("CERTIFICATE") {
+            Ok(ObjectType::Certificate)
+        } else {
+            Err(KmsError::ker_with(
+                KerCode::Kms009,
+                format!(
+                    "{} ({text}: expected CERTIFICATE or CSR)",
+                    KerCode::Kms009.message()
+                ),
+            ))
+        }
+    }
+}
+
+/// `POST /generateMasterKey/{objectType}`: the master key's certificate (a new key with
+/// `force`), or a PKCS#10 request for it.
 pub(super) async fn generate_master_key(
     State(state): State<ServerState>,
     Path(object_type): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    _: Caller<Admin>,
+    body: Mosip<KeyPairGenerateRequest>,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers, ADMIN_ROLES) {
-        return auth_failure(refused);
-    }
-    let wrapper: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (id, version) = echoed_ids(&wrapper);
-    let kms = state.kms.clone();
-    let csr = object_type.eq_ignore_ascii_case("CSR");
-    let result = if object_type.trim().is_empty() {
-        Err(invalid("objectType must not be blank"))
-    } else if !csr && !object_type.eq_ignore_ascii_case("CERTIFICATE") {
-        Err(KmsError::ker(
-            codes::KMS_009,
-            format!("Invalid Response Object Type. ({object_type}: expected CERTIFICATE or CSR)"),
-        ))
-    } else {
-        match parse_request::<KeyPairGenerateRequest>(&wrapper) {
-            Err(e) => Err(e),
-            Ok(r) => {
-                let reference = r.reference_id.clone().unwrap_or_default();
-                if !(reference.is_empty() || (r.application_id == "KERNEL" && reference == "SIGN"))
-                {
-                    Err(KmsError::ker(
-                        codes::KMS_010,
-                        "Reference Id Not Supported for the Application ID.",
-                    ))
-                } else {
-                    blocking(move || {
-                        let record = if r.force == Some(true) {
-                            kms.store().rotate(&r.application_id, &reference)?
-                        } else {
-                            kms.certificate(&r.application_id, &reference)?
-                        };
-                        let mut response = certificate_response(&record);
-                        if csr {
-                            let subject = CsrSubject {
-                                common_name: r.common_name,
-                                organization_unit: r.organization_unit,
-                                organization: r.organization,
-                                location: r.location,
-                                state: r.state,
-                                country: r.country,
-                            };
-                            response.cert_sign_request =
-                                Some(kms.store().certificate_request(&record, &subject)?);
-                            response.certificate = None;
-                        }
-                        to_value(response)
-                    })
-                    .await
-                }
-            }
+    body.answer(|r| async move {
+        let object_type = ObjectType::parse(&object_type)?;
+        let reference = r.reference_id.clone().unwrap_or_default();
+        if !(reference.is_empty() || (r.application_id == "KERNEL" && reference == "SIGN")) {
+            return Err(KmsError::ker(KerCode::Kms010));
         }
-    };
-    envelope(id, version, result)
+        blocking(move || master_key_response(&state.kms, &r, &reference, object_type)).await
+    })
+    .await
 }
 
+fn master_key_response(
+    kms: &Kms,
+    r: &KeyPairGenerateRequest,
+    reference: &str,
+    object_type: ObjectType,
+) -> Result<KeyPairGenerateResponse, KmsError> {
+    let record = if r.force == Some(true) {
+        kms.store().rotate(&r.application_id, reference)?
+    } else {
+        kms.certificate(&r.application_id, reference)?
+    };
+    let mut response = certificate_response(&record);
+    if object_type == ObjectType::Csr {
+        let subject = CsrSubject {
+            common_name: r.common_name.clone(),
+            organization_unit: r.organization_unit.clone(),
+            organization: r.organization.clone(),
+            location: r.location.clone(),
+            state: r.state.clone(),
+            country: r.country.clone(),
+        };
+        response.cert_sign_request = Some(kms.store().certificate_request(&record, &subject)?);
+        response.certificate = None;
+    }
+    Ok(response)
+}
+
+/// `PUT /revokeKey`: the pair's current key stops being current; the next use makes a new one.
 pub(super) async fn revoke_key(
     State(state): State<ServerState>,
-    headers: HeaderMap,
-    body: Bytes,
+    _: Caller<Admin>,
+    body: Mosip<RevokeKeyRequest>,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers, ADMIN_ROLES) {
-        return auth_failure(refused);
-    }
-    let wrapper: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (id, version) = echoed_ids(&wrapper);
-    let kms = state.kms.clone();
-    let result = match parse_request::<RevokeKeyRequest>(&wrapper) {
-        Err(e) => Err(e),
-        Ok(r) if r.application_id.trim().is_empty() || r.reference_id.trim().is_empty() => Err(
-            invalid("request.applicationId and request.referenceId should not be null or empty"),
-        ),
-        Ok(r) if r.application_id == "KERNEL" && r.reference_id == "SIGN" => {
-            Err(KmsError::ker(codes::KMS_021, "Key Revocation not allowed."))
+    body.answer(|r| async move {
+        if r.application_id.trim().is_empty() || r.reference_id.trim().is_empty() {
+            return Err(KmsError::invalid(
+                "request.applicationId and request.referenceId should not be null or empty",
+            ));
         }
-        Ok(r) => {
-            blocking(move || {
-                let now = OffsetDateTime::now_utc().unix_timestamp();
-                kms.store()
-                    .expire_current(&r.application_id, &r.reference_id, now)?;
-                to_value(StatusResponse {
-                    status: "Key Revoked".into(),
-                    timestamp: Some(timestamp::now_strict()),
-                })
+        if r.application_id == "KERNEL" && r.reference_id == "SIGN" {
+            return Err(KmsError::ker(KerCode::Kms021));
+        }
+        blocking(move || {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            state
+                .kms
+                .store()
+                .expire_current(&r.application_id, &r.reference_id, now)?;
+            Ok(StatusResponse {
+                status: "Key Revoked".into(),
+                timestamp: Some(timestamp::now_strict()),
             })
-            .await
+        })
+        .await
+    })
+    .await
+}
+
+/// `POST /uploadOtherDomainCertificate`: a partner's certificate, so its signatures verify.
+pub(super) async fn upload_certificate(
+    State(state): State<ServerState>,
+    _: Caller<Admin>,
+    body: Mosip<UploadCertificateRequest>,
+) -> Response {
+    body.answer(|r| async move {
+        if r.application_id.trim().is_empty() {
+            return Err(KmsError::invalid(
+                "request.applicationId should not be null or empty",
+            ));
         }
-    };
-    envelope(id, version, result)
+        blocking(move || {
+            state.kms.store().upload_partner_certificate(
+                &r.application_id,
+                &r.reference_id,
+                &r.certificate_data,
+            )?;
+            Ok(StatusResponse {
+                status: "Upload Success".into(),
+                timestamp: Some(timestamp::now_strict()),
+            })
+        })
+        .await
+    })
+    .await
 }

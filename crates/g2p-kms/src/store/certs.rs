@@ -90,7 +90,7 @@ pub(super) fn certificate_params(
     Ok(params)
 }
 
-pub(super) fn generate_pkcs8() -> Result<Zeroizing<Vec<u8>>, KmsError> {
+pub(crate) fn generate_pkcs8() -> Result<Zeroizing<Vec<u8>>, KmsError> {
     let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
         .map_err(|_| KmsError::Internal("RSA key generation failed".into()))?;
     let der = AsDer::<Pkcs8V1Der>::as_der(&key)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use g2p_encryption::cert::CertificateInfo;
-use g2p_mosip::error::codes;
+use g2p_mosip::KerCode;
 use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
 use rcgen::Issuer;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -22,7 +22,8 @@ mod certs;
 mod record;
 
 pub use certs::CsrSubject;
-use certs::{certificate_params, generate_pkcs8, rcgen_key};
+pub(crate) use certs::generate_pkcs8;
+use certs::{certificate_params, rcgen_key};
 use record::{COLUMNS, load_private, row_to_record};
 pub use record::{KeyKind, KeyRecord, LoadedKey};
 
@@ -87,11 +88,7 @@ fn now() -> i64 {
 fn random_alias() -> Result<String, KmsError> {
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| KmsError::Internal("no randomness".into()))?;
-    Ok(hex_upper(&bytes).to_ascii_lowercase())
-}
-
-pub(crate) fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    Ok(hex::encode(bytes))
 }
 
 impl KeyStore {
@@ -232,13 +229,13 @@ impl KeyStore {
     }
 
     /// The signing key of token realm `name`, kept beside the store under the same
-    /// key-encryption key (see [`crate::server::auth::realm_key`]).
+    /// key-encryption key (see [`crate::keyfile::realm_key`]).
     ///
     /// # Errors
-    /// As [`crate::server::auth::realm_key`].
+    /// As [`crate::keyfile::realm_key`].
     pub fn realm_key(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::server::auth::realm_key(dir, &self.kek, name)
+        crate::keyfile::realm_key(dir, &self.kek, name)
     }
 
     /// The policy table.
@@ -357,12 +354,7 @@ impl KeyStore {
             params![record.alias],
             |r| r.get(0),
         )?;
-        let wrapped = wrapped.ok_or_else(|| {
-            KmsError::ker(
-                codes::KMS_018,
-                "Not Allowed to perform decryption with other domain key.",
-            )
-        })?;
+        let wrapped = wrapped.ok_or_else(|| KmsError::ker(KerCode::Kms018))?;
         let pkcs8 = self
             .kek
             .unwrap(record.alias.as_bytes(), &wrapped)
@@ -481,9 +473,9 @@ impl KeyStore {
     ) -> Result<Arc<LoadedKey>, KmsError> {
         let kind = KeyKind::of(application_id, reference_id);
         let policy = self.policies.get(application_id).ok_or_else(|| {
-            KmsError::ker(
-                codes::KMS_002,
-                format!("ApplicationId not found in Key Policy. Key/CSR generation not allowed. ({application_id})"),
+            KmsError::ker_with(
+                KerCode::Kms002,
+                format!("{} ({application_id})", KerCode::Kms002.message()),
             )
         })?;
         let issuer = match kind {
@@ -492,11 +484,9 @@ impl KeyStore {
             KeyKind::Sign | KeyKind::Base => {
                 if kind == KeyKind::Base && matches!(application_id, "ROOT" | "KERNEL" | "PARTNER")
                 {
-                    return Err(KmsError::ker(
-                        codes::KMS_016,
-                        format!(
-                            "Not allowed to generate new key pair for other domains or not allowed to generate base key. ({application_id})"
-                        ),
+                    return Err(KmsError::ker_with(
+                        KerCode::Kms016,
+                        format!("{} ({application_id})", KerCode::Kms016.message()),
                     ));
                 }
                 Some(self.current_key(application_id, "", at)?)
@@ -583,7 +573,7 @@ impl KeyStore {
             let unique_identifier = unique_identifier_of(&unique_value);
             let key_id = key_id_from_unique_identifier(&unique_identifier)
                 .ok_or_else(|| KmsError::Internal("key id".into()))?;
-            let thumbprint = hex_upper(&info.sha256());
+            let thumbprint = hex::encode_upper(info.sha256());
             tx.execute(
                 "INSERT INTO keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -622,8 +612,8 @@ impl KeyStore {
         subject: &CsrSubject,
     ) -> Result<String, KmsError> {
         if record.kind == KeyKind::Partner {
-            return Err(KmsError::ker(
-                codes::KMS_018,
+            return Err(KmsError::ker_with(
+                KerCode::Kms018,
                 "Not Allowed to perform this operation with other domain key.",
             ));
         }
@@ -656,9 +646,12 @@ impl KeyStore {
         pem: &str,
     ) -> Result<KeyRecord, KmsError> {
         let info = CertificateInfo::from_pem(pem).map_err(|e| {
-            KmsError::ker(codes::KMS_013, format!("Certificate Parsing Error. ({e})"))
+            KmsError::ker_with(
+                KerCode::Kms013,
+                format!("{} ({e})", KerCode::Kms013.message()),
+            )
         })?;
-        let thumbprint = hex_upper(&info.sha256());
+        let thumbprint = hex::encode_upper(info.sha256());
         if let Some(existing) = self.record_by_thumbprint(&thumbprint)? {
             return Ok(existing);
         }
