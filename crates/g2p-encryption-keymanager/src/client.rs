@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::config::KeymanagerConfig;
 use crate::error::{KeymanagerError, transport_error};
-use crate::token::{AccessToken, TokenManager};
+use crate::token::{AccessToken, TokenEndpoint, TokenManager};
 
 /// Largest answer read from the Keymanager (a ciphertext of a large document, base64'd).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -63,7 +63,6 @@ impl KeymanagerClient {
         }
         if config.tls_insecure_skip_verify {
             tracing::warn!(
-                target: "g2p_keymanager::client",
                 "TLS certificate verification is OFF (tls_insecure_skip_verify): anyone on the path can read tokens and data"
             );
             builder = builder.tls_danger_accept_invalid_certs(true);
@@ -73,12 +72,15 @@ impl KeymanagerClient {
             .map_err(|e| KeymanagerError::Configuration(format!("HTTP client: {e}")))?;
         let tokens = TokenManager::new(
             http.clone(),
-            config.auth_url.clone(),
-            config.client_id.clone(),
-            config.client_secret.clone(),
-            config.grant_type.clone(),
+            TokenEndpoint {
+                url: config.auth_url.clone(),
+                client_id: config.client_id.clone(),
+                client_secret: config.client_secret.clone(),
+                grant_type: config.grant_type.clone(),
+            },
             config.token_refresh_skew,
             config.timeout,
+            config.clock.clone(),
         );
         Ok(KeymanagerClient {
             inner: Arc::new(ClientInner {
@@ -252,11 +254,14 @@ impl KeymanagerClient {
         loop {
             let token = self.inner.tokens.token().await?;
             let (status, body) = self.send(&url, &method, &token).await?;
-            tracing::debug!(target: "g2p_keymanager::client", endpoint, status, bytes = body.len(), "keymanager answer");
+            tracing::debug!(endpoint, status, bytes = body.len(), "keymanager answer");
             match decode_envelope::<Resp>(status, &body) {
                 Ok(response) => return Ok(response),
                 Err(EnvelopeError::Unauthorized(_)) if !retried => {
-                    tracing::info!(target: "g2p_keymanager::client", endpoint, "keymanager answered 401; fetching a new token and retrying once");
+                    tracing::info!(
+                        endpoint,
+                        "keymanager answered 401; fetching a new token and retrying once"
+                    );
                     self.inner.tokens.invalidate(&token);
                     retried = true;
                 }
@@ -312,7 +317,11 @@ impl KeymanagerClient {
             }
             body.extend_from_slice(&chunk);
         }
-        tracing::trace!(target: "g2p_keymanager::client", url = url.as_str(), elapsed_ms = started.elapsed().as_millis() as u64, "request done");
+        tracing::trace!(
+            url = url.as_str(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request done"
+        );
         Ok((status, body))
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use g2p_encryption::b64;
+use g2p_encryption::clock::Clock;
 use g2p_mosip::cipher::CipherParams;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -294,6 +295,7 @@ impl KeymanagerSettings {
             certificate_ttl: Duration::from_secs(self.certificate_ttl.unwrap_or(3600)),
             jwks_ttl: Duration::from_secs(self.jwks_ttl.unwrap_or(300)),
             token_refresh_skew: Duration::from_secs(self.token_refresh_skew.unwrap_or(30)),
+            clock: Clock::system(),
         })
     }
 }
@@ -352,6 +354,7 @@ pub struct KeymanagerConfig {
     pub(crate) certificate_ttl: Duration,
     pub(crate) jwks_ttl: Duration,
     pub(crate) token_refresh_skew: Duration,
+    pub(crate) clock: Clock,
 }
 
 impl std::fmt::Debug for KeymanagerConfig {
@@ -394,6 +397,13 @@ impl KeymanagerConfig {
             auth_client_secret: Some(SecretString::from(client_secret.to_string())),
             ..KeymanagerSettings::default()
         }
+    }
+
+    /// The same configuration on another clock (tests move one to expire tokens and
+    /// certificates without waiting).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The Keymanager API base URL.

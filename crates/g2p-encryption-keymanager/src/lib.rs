@@ -40,4 +40,4 @@ pub use client::KeymanagerClient;
 pub use config::{EncryptMode, KeymanagerConfig, KeymanagerSettings, VerifyMode};
 pub use error::KeymanagerError;
 pub use provider::{EncryptionPath, KeymanagerProvider};
-pub use token::{AccessToken, TokenManager};
+pub use token::{AccessToken, TokenEndpoint, TokenManager};

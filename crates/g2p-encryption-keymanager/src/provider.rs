@@ -1,9 +1,10 @@
 //! [`KeymanagerProvider`]: the [`EncryptionProvider`] over a remote MOSIP Keymanager.
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use g2p_encryption::cache::Cached;
 use g2p_encryption::cert::CertificateInfo;
 use g2p_encryption::jws::VerificationKeys;
 use g2p_encryption::{
@@ -12,7 +13,6 @@ use g2p_encryption::{
 };
 use g2p_mosip::cipher::{self, Sealer};
 use g2p_mosip::dto::{JwtSignRequest, JwtVerifyRequest};
-use time::OffsetDateTime;
 
 use crate::client::KeymanagerClient;
 use crate::config::{EncryptMode, KeymanagerConfig, VerifyMode};
@@ -39,14 +39,12 @@ pub enum EncryptionPath {
 struct EncryptionKey {
     /// `None`: use remote `/encrypt`.
     sealer: Option<Sealer>,
-    until: Instant,
 }
 
 struct KeySets {
     all: JwkSet,
     sign: VerificationKeys,
     sign_certificates: Vec<Vec<u8>>,
-    fetched: Instant,
 }
 
 /// Encrypts, decrypts, signs and verifies through a MOSIP Keymanager.
@@ -54,11 +52,8 @@ struct KeySets {
 /// Cheap to share: hold it as `Arc<dyn EncryptionProvider>`.
 pub struct KeymanagerProvider {
     client: KeymanagerClient,
-    encryption_key: RwLock<Option<Arc<EncryptionKey>>>,
-    encryption_key_fill: tokio::sync::Mutex<()>,
-    key_sets: RwLock<Option<Arc<KeySets>>>,
-    key_sets_fill: tokio::sync::Mutex<()>,
-    last_forced_refetch: std::sync::Mutex<Option<Instant>>,
+    encryption_key: Cached<EncryptionKey>,
+    key_sets: Cached<KeySets>,
 }
 
 impl std::fmt::Debug for KeymanagerProvider {
@@ -67,14 +62,6 @@ impl std::fmt::Debug for KeymanagerProvider {
             .field("config", self.client.config())
             .finish_non_exhaustive()
     }
-}
-
-fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
-    lock.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
-    *lock.write().unwrap_or_else(|p| p.into_inner()) = value;
 }
 
 fn invalid_response(client: &KeymanagerClient, endpoint: &str, reason: String) -> Error {
@@ -100,17 +87,14 @@ impl KeymanagerProvider {
     pub fn new(config: KeymanagerConfig) -> Result<Self, Error> {
         if config.verify_mode == VerifyMode::Remote {
             tracing::info!(
-                target: "g2p_keymanager::provider",
                 "verify_mode = remote: signatures are checked by the Keymanager's /jwtVerify; certificates carried in tokens are still matched against the Keymanager's own"
             );
         }
+        let clock = config.clock.clone();
         Ok(KeymanagerProvider {
             client: KeymanagerClient::new(config)?,
-            encryption_key: RwLock::new(None),
-            encryption_key_fill: tokio::sync::Mutex::new(()),
-            key_sets: RwLock::new(None),
-            key_sets_fill: tokio::sync::Mutex::new(()),
-            last_forced_refetch: std::sync::Mutex::new(None),
+            encryption_key: Cached::new(clock.clone()),
+            key_sets: Cached::new(clock),
         })
     }
 
@@ -135,31 +119,74 @@ impl KeymanagerProvider {
     }
 
     async fn current_encryption_key(&self) -> Result<Arc<EncryptionKey>, Error> {
-        let fresh = |k: &Arc<EncryptionKey>| Instant::now() < k.until;
-        if let Some(key) = read(&self.encryption_key).filter(fresh) {
+        if let Some(key) = self.encryption_key.fresh() {
             cache_hit("certificate");
             return Ok(key);
         }
-        let _filling = self.encryption_key_fill.lock().await;
-        if let Some(key) = read(&self.encryption_key).filter(fresh) {
-            cache_hit("certificate");
-            return Ok(key);
-        }
-        cache_miss("certificate");
-        let key = Arc::new(self.load_encryption_key().await?);
-        write(&self.encryption_key, Some(key.clone()));
-        Ok(key)
+        self.encryption_key
+            .get_or_fill(|| async {
+                cache_miss("certificate");
+                self.load_encryption_key().await
+            })
+            .await
     }
 
     /// Fetches the current encryption certificate and checks, once, that the Keymanager
-    /// decrypts what is sealed with it.
-    async fn load_encryption_key(&self) -> Result<EncryptionKey, Error> {
+    /// decrypts what is sealed with it. Gives the key and how long to use it.
+    async fn load_encryption_key(&self) -> Result<(EncryptionKey, Duration), Error> {
         let config = self.client.config();
         let (app, reference) = config.encrypt_ids();
-        let remote_for_a_while = || EncryptionKey {
-            sealer: None,
-            until: Instant::now() + UNUSABLE_CERTIFICATE_RETRY,
+        let Some((certificate, usable_for)) = self.encryption_certificate().await? else {
+            tracing::warn!(
+                app,
+                reference,
+                "the Keymanager's encryption certificate is outside its validity period; encrypting remotely"
+            );
+            return Ok((EncryptionKey { sealer: None }, UNUSABLE_CERTIFICATE_RETRY));
         };
+        let sealer = Sealer::new(&certificate).map_err(|e| {
+            invalid_response(&self.client, "getCertificate", format!("certificate: {e}"))
+        })?;
+        let lifetime = config.certificate_ttl.min(usable_for);
+        let thumbprint = hex::encode_upper(sealer.thumbprint());
+        match self.canary(&sealer).await {
+            Ok(true) => {
+                tracing::info!(
+                    app, reference, thumbprint = %thumbprint,
+                    "encryption certificate checked by a remote decrypt; sealing locally"
+                );
+                Ok((
+                    EncryptionKey {
+                        sealer: Some(sealer),
+                    },
+                    lifetime,
+                ))
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    app, reference, thumbprint = %thumbprint,
+                    "the Keymanager decrypted the canary to different bytes; falling back to remote /encrypt"
+                );
+                Ok((EncryptionKey { sealer: None }, lifetime))
+            }
+            Err(
+                e @ (KeymanagerError::Keymanager { .. }
+                | KeymanagerError::HttpStatus { status: 403, .. }),
+            ) => {
+                tracing::warn!(
+                    app, reference, thumbprint = %thumbprint, error = %e,
+                    "data sealed with the Keymanager's certificate did not decrypt; falling back to remote /encrypt"
+                );
+                Ok((EncryptionKey { sealer: None }, lifetime))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The encryption certificate and how long it may be used (until shortly before its
+    /// `notAfter`); `None` when it is outside its validity period.
+    async fn encryption_certificate(&self) -> Result<Option<(CertificateInfo, Duration)>, Error> {
+        let (app, reference) = self.client.config().encrypt_ids();
         let response = self.client.get_certificate(app, reference).await?;
         let pem = response
             .certificate
@@ -174,70 +201,32 @@ impl KeymanagerProvider {
         let certificate = CertificateInfo::from_pem(&pem).map_err(|e| {
             invalid_response(&self.client, "getCertificate", format!("certificate: {e}"))
         })?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let usable_for = certificate.not_after() - now - CERTIFICATE_EXPIRY_MARGIN.as_secs() as i64;
+        let now = self.client.config().clock.unix_seconds();
+        let margin = i64::try_from(CERTIFICATE_EXPIRY_MARGIN.as_secs()).unwrap_or(i64::MAX);
+        let usable_for = certificate
+            .not_after()
+            .saturating_sub(now)
+            .saturating_sub(margin);
         if usable_for <= 0 || certificate.not_before() > now {
-            tracing::warn!(
-                target: "g2p_keymanager::provider",
-                app, reference,
-                "the Keymanager's encryption certificate is outside its validity period; encrypting remotely"
-            );
-            return Ok(remote_for_a_while());
+            return Ok(None);
         }
-        let sealer = Sealer::new(&certificate).map_err(|e| {
-            invalid_response(&self.client, "getCertificate", format!("certificate: {e}"))
-        })?;
-        let until = Instant::now()
-            + config
-                .certificate_ttl
-                .min(Duration::from_secs(usable_for as u64));
-        let probe = format!(
-            "g2p-keymanager canary {}",
-            OffsetDateTime::now_utc().unix_timestamp_nanos()
-        );
+        let usable_for = Duration::from_secs(u64::try_from(usable_for).unwrap_or(0));
+        Ok(Some((certificate, usable_for)))
+    }
+
+    /// Seals a probe with `sealer` and asks the Keymanager to decrypt it: whether it gives
+    /// the probe back.
+    async fn canary(&self, sealer: &Sealer) -> Result<bool, KeymanagerError> {
+        let config = self.client.config();
+        let mut nonce = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| KeymanagerError::Configuration("the system has no randomness".into()))?;
+        let probe = format!("g2p-keymanager canary {}", hex::encode(nonce));
         let sealed = sealer
             .seal(config.cipher_params(), probe.as_bytes())
-            .map_err(|e| Error::Configuration(format!("local sealing: {e}")))?;
-        let thumbprint = hex_upper(sealer.thumbprint());
-        match self.client.decrypt(b64::encode_b64u(&sealed)).await {
-            Ok(data) if b64::decode_lenient(&data).ok().as_deref() == Some(probe.as_bytes()) => {
-                tracing::info!(
-                    target: "g2p_keymanager::provider",
-                    app, reference, thumbprint = %thumbprint,
-                    "encryption certificate checked by a remote decrypt; sealing locally"
-                );
-                Ok(EncryptionKey {
-                    sealer: Some(sealer),
-                    until,
-                })
-            }
-            Ok(_) => {
-                tracing::warn!(
-                    target: "g2p_keymanager::provider",
-                    app, reference, thumbprint = %thumbprint,
-                    "the Keymanager decrypted the canary to different bytes; falling back to remote /encrypt"
-                );
-                Ok(EncryptionKey {
-                    sealer: None,
-                    until,
-                })
-            }
-            Err(
-                e @ (KeymanagerError::Keymanager { .. }
-                | KeymanagerError::HttpStatus { status: 403, .. }),
-            ) => {
-                tracing::warn!(
-                    target: "g2p_keymanager::provider",
-                    app, reference, thumbprint = %thumbprint, error = %e,
-                    "data sealed with the Keymanager's certificate did not decrypt; falling back to remote /encrypt"
-                );
-                Ok(EncryptionKey {
-                    sealer: None,
-                    until,
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
+            .map_err(|e| KeymanagerError::Configuration(format!("local sealing: {e}")))?;
+        let data = self.client.decrypt(b64::encode_b64u(&sealed)).await?;
+        Ok(b64::decode_lenient(&data).ok().as_deref() == Some(probe.as_bytes()))
     }
 
     async fn remote_encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
@@ -256,41 +245,26 @@ impl KeymanagerProvider {
     }
 
     async fn key_sets(&self) -> Result<Arc<KeySets>, Error> {
-        let ttl = self.client.config().jwks_ttl;
-        let usable = |k: &Arc<KeySets>| k.fetched.elapsed() < ttl;
-        if let Some(sets) = read(&self.key_sets).filter(usable) {
+        if let Some(sets) = self.key_sets.fresh() {
             cache_hit("jwks");
             return Ok(sets);
         }
-        let _filling = self.key_sets_fill.lock().await;
-        if let Some(sets) = read(&self.key_sets).filter(usable) {
-            cache_hit("jwks");
-            return Ok(sets);
-        }
-        cache_miss("jwks");
-        let sets = Arc::new(self.load_key_sets().await?);
-        write(&self.key_sets, Some(sets.clone()));
-        Ok(sets)
+        self.key_sets
+            .get_or_fill(|| async {
+                cache_miss("jwks");
+                self.load_key_sets().await
+            })
+            .await
     }
 
-    /// Fetches the key sets again before their TTL (a token names a key the cached set does
-    /// not know), at most once per [`MIN_JWKS_REFETCH_INTERVAL`] so that tokens with made-up
-    /// key ids cannot make us hammer the Keymanager. `None` when refused by that limit.
-    async fn refetch_key_sets(&self) -> Result<Option<Arc<KeySets>>, Error> {
-        let _filling = self.key_sets_fill.lock().await;
-        {
-            let mut last = self
-                .last_forced_refetch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < MIN_JWKS_REFETCH_INTERVAL) {
-                return Ok(None);
-            }
-            *last = Some(Instant::now());
-        }
-        let sets = Arc::new(self.load_key_sets().await?);
-        write(&self.key_sets, Some(sets.clone()));
-        Ok(Some(sets))
+    /// Fetches the key sets again before their TTL because a token names a key that `stale`
+    /// does not hold (perhaps the Keymanager rotated), at most once per
+    /// [`MIN_JWKS_REFETCH_INTERVAL`] so that tokens with made-up key ids cannot make us hammer
+    /// the Keymanager. `None` when refused by that limit.
+    async fn refetch_key_sets(&self, stale: &Arc<KeySets>) -> Result<Option<Arc<KeySets>>, Error> {
+        self.key_sets
+            .refill(stale, MIN_JWKS_REFETCH_INTERVAL, || self.load_key_sets())
+            .await
     }
 
     async fn keys_of(&self, app: &str, reference: &str, key_use: KeyUse) -> Result<JwkSet, Error> {
@@ -304,7 +278,6 @@ impl KeymanagerProvider {
                     key_use,
                 )),
                 Err(e) => tracing::warn!(
-                    target: "g2p_keymanager::provider",
                     app, reference, key_id = %entry.key_id, error = %e,
                     "skipping a certificate of getAllCertificates that does not parse"
                 ),
@@ -313,7 +286,7 @@ impl KeymanagerProvider {
         Ok(set)
     }
 
-    async fn load_key_sets(&self) -> Result<KeySets, Error> {
+    async fn load_key_sets(&self) -> Result<(KeySets, Duration), Error> {
         let config = self.client.config();
         let (enc_app, enc_ref) = config.encrypt_ids();
         let (sig_app, sig_ref) = config.sign_ids();
@@ -327,12 +300,12 @@ impl KeymanagerProvider {
             .filter_map(|k| k.certificate_der().ok().flatten())
             .collect();
         all.extend(sign);
-        Ok(KeySets {
+        let sets = KeySets {
             all,
             sign: verification,
             sign_certificates,
-            fetched: Instant::now(),
-        })
+        };
+        Ok((sets, config.jwks_ttl))
     }
 
     async fn verify_locally(&self, token: &UnverifiedJws) -> Result<VerifiedJws, Error> {
@@ -344,7 +317,7 @@ impl KeymanagerProvider {
                 ),
             ) => {
                 // Perhaps the Keymanager rotated its key since the set was fetched: look once.
-                match self.refetch_key_sets().await? {
+                match self.refetch_key_sets(&sets).await? {
                     Some(sets) => token.verify_with(&sets.sign),
                     None => Err(e),
                 }
@@ -369,9 +342,10 @@ impl KeymanagerProvider {
                     SignatureError::UntrustedCertificate,
                 ))?;
             let known = |sets: &KeySets| sets.sign_certificates.contains(&der);
-            if !known(&*self.key_sets().await?)
+            let sets = self.key_sets().await?;
+            if !known(&sets)
                 && !self
-                    .refetch_key_sets()
+                    .refetch_key_sets(&sets)
                     .await?
                     .is_some_and(|sets| known(&sets))
             {
@@ -412,10 +386,6 @@ fn cache_miss(cache: &'static str) {
     metrics::counter!("g2p_cache_misses_total", "cache" => cache).increment(1);
 }
 
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
 #[async_trait]
 impl EncryptionProvider for KeymanagerProvider {
     fn kind(&self) -> &'static str {
@@ -445,7 +415,7 @@ impl EncryptionProvider for KeymanagerProvider {
         let parsed = cipher::parse(ciphertext)
             .map_err(|e| Error::invalid_input(format!("ciphertext: {e}")))?;
         if parsed.thumbprint.is_none() {
-            tracing::debug!(target: "g2p_keymanager::provider", "ciphertext without thumbprint (legacy layout)");
+            tracing::debug!("ciphertext without thumbprint (legacy layout)");
         }
         let data = self.client.decrypt(b64::encode_b64u(ciphertext)).await?;
         b64::decode_lenient(&data).map_err(|e| {

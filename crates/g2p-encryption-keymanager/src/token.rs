@@ -4,10 +4,12 @@
 //! fetches while the others wait for its result; a 401 from the Keymanager invalidates the
 //! token that was refused (and only that one).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use g2p_encryption::b64;
+use g2p_encryption::cache::Cached;
+use g2p_encryption::clock::Clock;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -59,8 +61,9 @@ impl AccessToken {
         self.scope.as_deref()
     }
 
-    fn is_fresh(&self, now: OffsetDateTime) -> bool {
-        now < self.refresh_at
+    /// How long the token is used before a new one is fetched.
+    fn fresh_for(&self, now: OffsetDateTime) -> Duration {
+        Duration::try_from(self.refresh_at - now).unwrap_or(Duration::ZERO)
     }
 }
 
@@ -118,8 +121,7 @@ pub struct TokenManager {
     grant_type: String,
     skew: Duration,
     timeout: Duration,
-    current: RwLock<Option<Arc<AccessToken>>>,
-    refresh: tokio::sync::Mutex<()>,
+    current: Cached<AccessToken>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -132,67 +134,65 @@ impl std::fmt::Debug for TokenManager {
     }
 }
 
+/// Where a [`TokenManager`] gets its tokens. `Debug` shows no secret.
+#[derive(Debug)]
+pub struct TokenEndpoint {
+    /// The token endpoint.
+    pub url: Url,
+    /// OAuth2 client id.
+    pub client_id: String,
+    /// OAuth2 client secret.
+    pub client_secret: SecretString,
+    /// Grant type, `client_credentials`.
+    pub grant_type: String,
+}
+
 impl TokenManager {
-    /// A manager for one client at one token endpoint.
+    /// A manager for one client at one token endpoint; a token is used until `skew` before it
+    /// expires on `clock`.
     pub fn new(
         http: reqwest::Client,
-        url: Url,
-        client_id: String,
-        client_secret: SecretString,
-        grant_type: String,
+        endpoint: TokenEndpoint,
         skew: Duration,
         timeout: Duration,
+        clock: Clock,
     ) -> Self {
         TokenManager {
             http,
-            url,
-            client_id,
-            client_secret,
-            grant_type,
+            url: endpoint.url,
+            client_id: endpoint.client_id,
+            client_secret: endpoint.client_secret,
+            grant_type: endpoint.grant_type,
             skew,
             timeout,
-            current: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
+            current: Cached::new(clock),
         }
     }
 
-    fn cached(&self) -> Option<Arc<AccessToken>> {
-        let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .filter(|t| t.is_fresh(OffsetDateTime::now_utc()))
-            .cloned()
-    }
-
-    /// A valid token: the cached one, or a new one (one fetch at a time).
+    /// A valid token: the cached one, or a new one (one fetch at a time; callers that waited
+    /// use it).
     ///
     /// # Errors
     /// [`KeymanagerError::Auth`] when the token endpoint refuses the client; transport,
     /// timeout and invalid-response errors otherwise.
     pub async fn token(&self) -> Result<Arc<AccessToken>, KeymanagerError> {
-        if let Some(token) = self.cached() {
-            return Ok(token);
-        }
-        let _refreshing = self.refresh.lock().await;
-        // Another task may have fetched while this one waited.
-        if let Some(token) = self.cached() {
-            return Ok(token);
-        }
-        let token = Arc::new(self.fetch().await?);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
-        Ok(token)
+        self.current
+            .get_or_fill(|| async {
+                let token = self.fetch().await?;
+                let fresh_for = token.fresh_for(self.now());
+                Ok((token, fresh_for))
+            })
+            .await
     }
 
     /// Forgets `refused` if it is still the cached token, so the next call fetches anew. A
     /// token refreshed meanwhile by another task is kept.
-    pub fn invalidate(&self, refused: &AccessToken) {
-        let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if guard
-            .as_ref()
-            .is_some_and(|t| t.secret() == refused.secret())
-        {
-            *guard = None;
-        }
+    pub fn invalidate(&self, refused: &Arc<AccessToken>) {
+        self.current.invalidate(refused);
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::from(self.current.clock().system_time())
     }
 
     /// Asks the token endpoint for a new token (no caching).
@@ -230,7 +230,12 @@ impl TokenManager {
             .bytes()
             .await
             .map_err(|e| transport_error(url, &e, self.timeout))?;
-        tracing::debug!(target: "g2p_keymanager::token", url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "token request");
+        tracing::debug!(
+            url,
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "token request"
+        );
         if !status.is_success() {
             return Err(match serde_json::from_slice::<OAuthError>(&body) {
                 Ok(e) => KeymanagerError::Auth {
@@ -266,7 +271,7 @@ impl TokenManager {
         expires_in: Option<&serde_json::Value>,
         scope: Option<String>,
     ) -> AccessToken {
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let claims = unverified_claims(&value);
         let expires_at = expires_in
             .and_then(expires_in_seconds)
@@ -278,7 +283,6 @@ impl TokenManager {
             })
             .unwrap_or_else(|| {
                 tracing::warn!(
-                    target: "g2p_keymanager::token",
                     "token states no expiry (no expires_in, no exp claim); reusing it for {} s",
                     FALLBACK_LIFETIME.as_secs()
                 );
@@ -307,13 +311,20 @@ mod tests {
     fn manager(skew: u64) -> TokenManager {
         TokenManager::new(
             reqwest::Client::new(),
-            Url::parse("http://127.0.0.1:9/token").unwrap(),
-            "c".into(),
-            SecretString::from("s".to_string()),
-            "client_credentials".into(),
+            TokenEndpoint {
+                url: Url::parse("http://127.0.0.1:9/token").unwrap(),
+                client_id: "c".into(),
+                client_secret: SecretString::from("s".to_string()),
+                grant_type: "client_credentials".into(),
+            },
             Duration::from_secs(skew),
             Duration::from_secs(1),
+            Clock::system(),
         )
+    }
+
+    fn is_fresh(token: &AccessToken, at: OffsetDateTime) -> bool {
+        !token.fresh_for(at).is_zero()
     }
 
     fn jwt(claims: serde_json::Value) -> String {
@@ -341,8 +352,11 @@ mod tests {
         assert_eq!(t.subject(), Some("service-account-c"));
         let t = m.describe(jwt(serde_json::json!({"exp": exp, "sub": "x"})), None, None);
         assert_eq!(t.expires_at().unix_timestamp(), exp);
-        assert!(t.is_fresh(now));
-        assert!(!t.is_fresh(OffsetDateTime::from_unix_timestamp(exp - 29).unwrap()));
+        assert!(is_fresh(&t, now));
+        assert!(!is_fresh(
+            &t,
+            OffsetDateTime::from_unix_timestamp(exp - 29).unwrap()
+        ));
         // "expires_in" as a string is accepted too.
         let t = m.describe("opaque".into(), Some(&serde_json::json!("120")), None);
         assert!(t.expires_at() > now + time::Duration::seconds(100));
@@ -354,29 +368,36 @@ mod tests {
         let m = manager(30);
         let now = OffsetDateTime::now_utc();
         let t = m.describe("opaque".into(), Some(&serde_json::json!(20)), None);
-        assert!(t.is_fresh(now + time::Duration::seconds(5)));
-        assert!(!t.is_fresh(now + time::Duration::seconds(11)));
+        assert!(is_fresh(&t, now + time::Duration::seconds(5)));
+        assert!(!is_fresh(&t, now + time::Duration::seconds(11)));
         let expired = m.describe(
             jwt(serde_json::json!({"exp": now.unix_timestamp() - 5})),
             None,
             None,
         );
-        assert!(!expired.is_fresh(now));
+        assert!(!is_fresh(&expired, now));
     }
 
-    #[test]
-    fn debug_and_invalidate() {
+    #[tokio::test]
+    async fn debug_and_invalidate() {
         let m = manager(30);
-        let t = Arc::new(m.describe("tok-123-secret".into(), Some(&serde_json::json!(300)), None));
+        let t = m
+            .current
+            .get_or_fill(|| async {
+                let token =
+                    m.describe("tok-123-secret".into(), Some(&serde_json::json!(300)), None);
+                Ok::<_, KeymanagerError>((token, Duration::from_secs(270)))
+            })
+            .await
+            .unwrap();
         assert!(!format!("{t:?}").contains("tok-123"));
-        *m.current.write().unwrap() = Some(t.clone());
-        let other = m.describe("another".into(), Some(&serde_json::json!(300)), None);
+        let other = Arc::new(m.describe("another".into(), Some(&serde_json::json!(300)), None));
         m.invalidate(&other);
         assert!(
-            m.cached().is_some(),
+            m.current.fresh().is_some(),
             "a different token must not evict the cached one"
         );
         m.invalidate(&t);
-        assert!(m.cached().is_none());
+        assert!(m.current.fresh().is_none());
     }
 }

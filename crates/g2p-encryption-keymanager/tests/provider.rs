@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use g2p_encryption::clock::Clock;
 use g2p_encryption::{
     EncryptionProvider, Error, ErrorKind, KeyUse, SignOptions, SignPayload, SignatureError,
 };
@@ -78,19 +79,28 @@ async fn one_token_for_many_concurrent_calls() {
 
 #[tokio::test]
 async fn token_is_refreshed_ahead_of_expiry_from_the_jwt_exp() {
-    // No expires_in: the expiry comes from the JWT's exp claim. A 2-second token is reused
+    // No expires_in: the expiry comes from the JWT's exp claim. A 20-second token is reused
     // for half its life, then refreshed before the Keymanager would refuse it.
     let fake = FakeKeymanager::start_with(FakeOptions {
-        token_lifetime: 2,
+        token_lifetime: 20,
         send_expires_in: false,
         ..FakeOptions::default()
     })
     .await;
     fake.current_key("ID_REPO", "");
-    let p = provider(&fake);
+    let clock = Clock::adjustable();
+    let config = settings(&fake).build().unwrap().with_clock(clock.clone());
+    let p = KeymanagerProvider::new(config).unwrap();
     p.jwks().await.unwrap();
     assert_eq!(fake.token_requests(), 1);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_secs(9));
+    p.client().tokens().token().await.unwrap();
+    assert_eq!(
+        fake.token_requests(),
+        1,
+        "a token within half its life was not reused"
+    );
+    clock.advance(Duration::from_secs(2));
     p.client().tokens().token().await.unwrap();
     assert_eq!(
         fake.token_requests(),

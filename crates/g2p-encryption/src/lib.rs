@@ -8,6 +8,9 @@
 //! * [`Jwk`] / [`JwkSet`] built from X.509 certificates, and [`cert::CertificateInfo`];
 //! * [`b64`]: base64url helpers, lenient on input the way the MOSIP Keymanager is;
 //! * [`ProviderRegistry`]: named providers with one default;
+//! * [`cache::Cached`]: an expiring value filled by one caller at a time, on a
+//!   [`clock::Clock`] that tests can move;
+//! * [`files`]: files written whole or not at all, private to their owner;
 //! * one [`Error`] type.
 //!
 //! ```
@@ -20,7 +23,9 @@
 #![forbid(unsafe_code)]
 
 pub mod b64;
+pub mod cache;
 pub mod cert;
+pub mod clock;
 mod error;
 pub mod files;
 pub mod jwk;

@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use g2p_encryption::{JwkSet, b64};
 
-use crate::GatewayState;
 use crate::api::{
     DataBatchResponse, DataBody, DataItem, DataResult, ErrorBody, Health, JwksDoc,
     SignBatchResponse, SignBody, SignItem, SignResult, VerifyBatchResponse, VerifyBody, VerifyItem,
@@ -21,6 +20,7 @@ use crate::body::{Body, operation};
 use crate::error::ApiError;
 use crate::observe::prometheus;
 use crate::ops::{decrypt_one, encrypt_one, finish, sign_one, verify_one};
+use crate::{GatewayState, JwksDocument};
 
 /// Encrypts bytes with the provider's current encryption key.
 #[utoipa::path(
@@ -190,21 +190,12 @@ pub async fn jwks(
     State(state): State<GatewayState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (body, etag) = match state.cached_jwks() {
-        Some(cached) => cached,
-        None => {
-            // One rebuild at a time; those who waited use it.
-            let _building = state.jwks_building().await;
-            match state.cached_jwks() {
-                Some(cached) => cached,
-                None => {
-                    let fresh = jwks_document(&state).await?;
-                    state.cache_jwks(fresh.clone());
-                    fresh
-                }
-            }
-        }
-    };
+    let refresh = state.options().jwks_refresh;
+    let document = state
+        .jwks()
+        .get_or_fill(|| async { Ok::<_, ApiError>((jwks_document(&state).await?, refresh)) })
+        .await?;
+    let (body, etag) = (document.body.clone(), document.etag.clone());
     let cache_control = format!("public, max-age={}", state.options().jwks_max_age.as_secs());
     let mut response = if etag_matches(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
@@ -227,7 +218,7 @@ pub async fn jwks(
 }
 
 /// The JWKS body of every provider, and its ETag.
-async fn jwks_document(state: &GatewayState) -> Result<(Bytes, String), ApiError> {
+async fn jwks_document(state: &GatewayState) -> Result<JwksDocument, ApiError> {
     let registry = state.registry();
     let mut set = JwkSet::default();
     for name in registry.names() {
@@ -255,7 +246,10 @@ async fn jwks_document(state: &GatewayState) -> Result<(Bytes, String), ApiError
     })?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
     let etag = format!("\"{}\"", b64::encode_b64u(&digest.as_ref()[..18]));
-    Ok((Bytes::from(body), etag))
+    Ok(JwksDocument {
+        body: Bytes::from(body),
+        etag,
+    })
 }
 
 /// Liveness: the process is up.

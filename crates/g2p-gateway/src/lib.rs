@@ -26,6 +26,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use g2p_encryption::cache::Cached;
+use g2p_encryption::clock::Clock;
 use g2p_encryption::{Error, ProviderRegistry};
 
 pub use auth::{ApiKey, ApiKeys, Scope, hash_key};
@@ -68,10 +70,15 @@ struct Inner {
     registry: ProviderRegistry,
     api_keys: ApiKeys,
     options: GatewayOptions,
-    /// The last JWKS body and ETag built, and when.
-    jwks: std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes, String)>>,
-    /// Held while the JWKS is rebuilt.
-    jwks_building: tokio::sync::Mutex<()>,
+    /// The last JWKS body and ETag built, reused for `jwks_refresh`.
+    jwks: Cached<JwksDocument>,
+}
+
+/// The JWKS body the gateway serves, and its ETag.
+#[derive(Debug, Clone)]
+pub(crate) struct JwksDocument {
+    pub(crate) body: axum::body::Bytes,
+    pub(crate) etag: String,
 }
 
 /// What the handlers share: the providers, the API keys and the options.
@@ -112,8 +119,7 @@ impl GatewayState {
                 registry,
                 api_keys,
                 options,
-                jwks: std::sync::Mutex::new(None),
-                jwks_building: tokio::sync::Mutex::new(()),
+                jwks: Cached::new(Clock::system()),
             }),
         })
     }
@@ -133,21 +139,10 @@ impl GatewayState {
         &self.inner.options
     }
 
-    pub(crate) fn cached_jwks(&self) -> Option<(axum::body::Bytes, String)> {
-        let cached = self.inner.jwks.lock().unwrap_or_else(|p| p.into_inner());
-        cached
-            .as_ref()
-            .filter(|(at, _, _)| at.elapsed() < self.inner.options.jwks_refresh)
-            .map(|(_, body, etag)| (body.clone(), etag.clone()))
-    }
-
-    pub(crate) async fn jwks_building(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.jwks_building.lock().await
-    }
-
-    pub(crate) fn cache_jwks(&self, (body, etag): (axum::body::Bytes, String)) {
-        *self.inner.jwks.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), body, etag));
+    /// The JWKS document built at most once per `jwks_refresh` (one build at a time;
+    /// requests that waited use it).
+    pub(crate) fn jwks(&self) -> &Cached<JwksDocument> {
+        &self.inner.jwks
     }
 }
 

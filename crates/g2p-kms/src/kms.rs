@@ -41,8 +41,12 @@ pub struct SignSpec<'a> {
 #[derive(Debug)]
 pub struct Kms {
     store: KeyStore,
-    sealers: std::sync::Mutex<std::collections::HashMap<String, Arc<Sealer>>>,
+    /// Sealers of recently used keys, by alias (public-key material only).
+    sealers: moka::sync::Cache<String, Arc<Sealer>>,
 }
+
+/// Most sealers kept: one per encryption key in use.
+const CACHED_SEALERS: u64 = 256;
 
 fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
@@ -56,7 +60,7 @@ impl Kms {
     pub fn open(dir: &Path, kek: Kek, options: StoreOptions) -> Result<Self, KmsError> {
         Ok(Kms {
             store: KeyStore::open(dir, kek, options)?,
-            sealers: std::sync::Mutex::new(std::collections::HashMap::new()),
+            sealers: moka::sync::Cache::new(CACHED_SEALERS),
         })
     }
 
@@ -87,15 +91,13 @@ impl Kms {
         let key = self
             .store
             .current_key(application_id, reference_id, now())?;
-        let sealer = {
-            let mut sealers = self.sealers.lock().unwrap_or_else(|p| p.into_inner());
-            match sealers.get(&key.record.alias) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = Arc::new(Sealer::new(&key.record.certificate)?);
-                    sealers.insert(key.record.alias.clone(), s.clone());
-                    s
-                }
+        let sealer = match self.sealers.get(&key.record.alias) {
+            Some(sealer) => sealer,
+            None => {
+                let sealer = Arc::new(Sealer::new(&key.record.certificate)?);
+                self.sealers
+                    .insert(key.record.alias.clone(), sealer.clone());
+                sealer
             }
         };
         Ok(sealer.seal(params, plaintext)?)

@@ -1,9 +1,11 @@
 //! [`LocalProvider`]: the [`EncryptionProvider`] over the embedded key manager, in process.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use g2p_encryption::cache::Cached;
+use g2p_encryption::clock::Clock;
 use g2p_encryption::jws::VerificationKeys;
 use g2p_encryption::{
     EncryptionProvider, Error, Jwk, JwkSet, KeyUse, SignOptions, SignPayload, SignatureError,
@@ -64,25 +66,11 @@ impl Default for LocalSettings {
 pub struct LocalProvider {
     kms: Arc<Kms>,
     settings: Arc<LocalSettings>,
-    verify_keys: Arc<VerifyKeys>,
-}
-
-/// The signing keys' public halves, parsed once. Keys are only ever added (rotation keeps the
-/// old ones), so the set is reloaded only when a token names a key it does not hold, and at
-/// most once per [`VERIFY_RELOAD_INTERVAL`] so made-up key ids cannot make every request
-/// read the store.
-#[derive(Default)]
-struct VerifyKeys {
-    keys: std::sync::RwLock<Option<Arc<VerificationKeys>>>,
-    /// Held while reloading (one reload at a time; callers that waited use its result);
-    /// holds the time of the last reload caused by an unknown key.
-    reload: tokio::sync::Mutex<Option<Instant>>,
-}
-
-impl std::fmt::Debug for VerifyKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyKeys").finish_non_exhaustive()
-    }
+    /// The signing keys' public halves, parsed once. Keys are only ever added (rotation keeps
+    /// the old ones), so the set is reloaded only when a token names a key it does not hold,
+    /// and at most once per [`VERIFY_RELOAD_INTERVAL`] so made-up key ids cannot make every
+    /// request read the store.
+    verify_keys: Arc<Cached<VerificationKeys>>,
 }
 
 /// Least time between two reloads of the verification keys caused by unknown keys.
@@ -103,11 +91,11 @@ impl LocalProvider {
         LocalProvider {
             kms,
             settings: Arc::new(settings),
-            verify_keys: Arc::new(VerifyKeys::default()),
+            verify_keys: Arc::new(Cached::new(Clock::system())),
         }
     }
 
-    async fn load_verify_keys(&self) -> Result<Arc<VerificationKeys>, Error> {
+    async fn load_verify_keys(&self) -> Result<(VerificationKeys, Duration), Error> {
         let (kms, s) = (self.kms.clone(), self.settings.clone());
         let set = blocking(move || {
             Self::jwk_set(
@@ -118,21 +106,7 @@ impl LocalProvider {
             )
         })
         .await?;
-        let keys = Arc::new(VerificationKeys::from_jwks(&set)?);
-        *self
-            .verify_keys
-            .keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(keys.clone());
-        Ok(keys)
-    }
-
-    fn cached_verify_keys(&self) -> Option<Arc<VerificationKeys>> {
-        self.verify_keys
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Ok((VerificationKeys::from_jwks(&set)?, Duration::MAX))
     }
 
     /// Verifies again after a token named a key that `tried` does not hold: with the keys
@@ -144,18 +118,14 @@ impl LocalProvider {
         tried: &Arc<VerificationKeys>,
         refused: Error,
     ) -> Result<VerifiedJws, Error> {
-        let mut last = self.verify_keys.reload.lock().await;
-        if let Some(current) = self.cached_verify_keys()
-            && !Arc::ptr_eq(&current, tried)
+        match self
+            .verify_keys
+            .refill(tried, VERIFY_RELOAD_INTERVAL, || self.load_verify_keys())
+            .await?
         {
-            return token.verify_with(&current);
+            Some(keys) => token.verify_with(&keys),
+            None => Err(refused),
         }
-        if last.is_some_and(|t| t.elapsed() < VERIFY_RELOAD_INTERVAL) {
-            return Err(refused);
-        }
-        *last = Some(Instant::now());
-        let fresh = self.load_verify_keys().await?;
-        token.verify_with(&fresh)
     }
 
     /// The key manager.
@@ -248,9 +218,14 @@ impl EncryptionProvider for LocalProvider {
         } else if token.is_detached() {
             return Err(Error::InvalidSignature(SignatureError::MissingPayload));
         }
-        let (keys, fresh) = match self.cached_verify_keys() {
+        let (keys, fresh) = match self.verify_keys.fresh() {
             Some(keys) => (keys, false),
-            None => (self.load_verify_keys().await?, true),
+            None => (
+                self.verify_keys
+                    .get_or_fill(|| self.load_verify_keys())
+                    .await?,
+                true,
+            ),
         };
         match token.verify_with(&keys) {
             Err(

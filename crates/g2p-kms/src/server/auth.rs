@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair};
+use g2p_encryption::clock::Clock;
 use g2p_encryption::jws::{self, VerificationKeys};
 use g2p_encryption::{Alg, Jwk, JwkSet, JwsHeader, KeyUse, UnverifiedJws, b64};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::error::KmsError;
 
@@ -116,14 +116,16 @@ pub struct Realm {
     verification: VerificationKeys,
     clients: HashMap<String, Client>,
     token_lifetime: i64,
-    /// Tokens already verified, by SHA-256 (not the tokens themselves): expiry and principal.
-    /// The realm's key lives as long as the process, so a verified token stays good until it
+    /// Tokens already verified, by SHA-256 (not the tokens themselves): expiry and principal,
+    /// at most [`VERIFIED_TOKENS`] of them (the least used go first). The realm's key lives as
+    /// long as the process, so a verified token stays good until it
     /// expires; this spares an RSA verification on every request.
-    verified: std::sync::Mutex<HashMap<[u8; 32], (i64, Principal)>>,
+    verified: moka::sync::Cache<[u8; 32], (i64, Principal)>,
+    clock: Clock,
 }
 
-/// Most tokens remembered as verified; the cache starts over beyond this.
-const VERIFIED_TOKENS: usize = 4096;
+/// Most tokens remembered as verified.
+const VERIFIED_TOKENS: u64 = 4096;
 
 impl std::fmt::Debug for Realm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,8 +262,15 @@ impl Realm {
             verification,
             clients: clients.into_iter().map(|c| (c.id.clone(), c)).collect(),
             token_lifetime,
-            verified: std::sync::Mutex::new(HashMap::new()),
+            verified: moka::sync::Cache::new(VERIFIED_TOKENS),
+            clock: Clock::system(),
         })
+    }
+
+    /// The same realm on another clock (tests move one to expire tokens without waiting).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The realm's name.
@@ -284,7 +293,7 @@ impl Realm {
         basic: Option<(String, String)>,
     ) -> Result<TokenAnswer, OAuthError> {
         let client = self.client_of(form, basic)?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.unix_seconds();
         let mut jti = [0u8; 16];
         aws_lc_rs::rand::fill(&mut jti).map_err(|_| (500, "server_error", String::new()))?;
         let account = format!("service-account-{}", client.id);
@@ -364,30 +373,21 @@ impl Realm {
     /// # Errors
     /// [`AuthFailure::Unauthenticated`] naming the check that failed.
     pub fn validate(&self, token: &str) -> Result<Principal, AuthFailure> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.unix_seconds();
         let digest: [u8; 32] =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
                 .as_ref()
                 .try_into()
                 .unwrap_or([0; 32]);
-        {
-            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((exp, principal)) = cache.get(&digest) {
-                if *exp > now {
-                    return Ok(principal.clone());
-                }
-                return Err(AuthFailure::Unauthenticated("token expired"));
+        if let Some((exp, principal)) = self.verified.get(&digest) {
+            if exp > now {
+                return Ok(principal);
             }
+            self.verified.invalidate(&digest);
+            return Err(AuthFailure::Unauthenticated("token expired"));
         }
         let (exp, principal) = self.verify_token(token, now)?;
-        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= VERIFIED_TOKENS {
-            cache.retain(|_, (e, _)| *e > now);
-            if cache.len() >= VERIFIED_TOKENS {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, (exp, principal.clone()));
+        self.verified.insert(digest, (exp, principal.clone()));
         Ok(principal)
     }
 
@@ -500,13 +500,15 @@ mod tests {
 
     #[test]
     fn remembered_tokens_still_expire_and_tampering_is_still_caught() {
+        let clock = Clock::adjustable();
         let r = Realm::new(
             "openg2p",
             "http://kms",
             vec![Client::parse("app:pw").unwrap()],
-            1,
+            60,
         )
-        .unwrap();
+        .unwrap()
+        .with_clock(clock.clone());
         let token = app_token(&r);
         assert!(r.validate(&token).is_ok());
         assert!(r.validate(&token).is_ok(), "second time, from the cache");
@@ -522,7 +524,7 @@ mod tests {
             r.validate(&tampered).unwrap_err(),
             AuthFailure::Unauthenticated("token signature")
         );
-        std::thread::sleep(std::time::Duration::from_millis(2100));
+        clock.advance(std::time::Duration::from_secs(61));
         assert_eq!(
             r.validate(&token).unwrap_err(),
             AuthFailure::Unauthenticated("token expired")

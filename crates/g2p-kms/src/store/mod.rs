@@ -31,6 +31,8 @@ pub use record::{KeyKind, KeyRecord, LoadedKey};
 pub const SCHEMA_VERSION: i64 = 1;
 const KEK_CHECK_PLAINTEXT: &[u8] = b"g2p-kms key-encryption key check";
 const SECONDS_PER_DAY: i64 = 86_400;
+/// Most unwrapped private keys kept in memory.
+const CACHED_PRIVATE_KEYS: u64 = 1024;
 
 /// How a store starts.
 #[derive(Debug, Clone)]
@@ -59,7 +61,8 @@ pub struct KeyStore {
     conn: Mutex<Connection>,
     kek: Kek,
     policies: Policies,
-    loaded: Mutex<HashMap<String, Arc<LoadedKey>>>,
+    /// Unwrapped private keys of recently used records, by alias.
+    loaded: moka::sync::Cache<String, Arc<LoadedKey>>,
     records: Mutex<RecordCache>,
 }
 
@@ -116,7 +119,7 @@ impl KeyStore {
             conn: Mutex::new(conn),
             kek,
             policies: options.policies,
-            loaded: Mutex::new(HashMap::new()),
+            loaded: moka::sync::Cache::new(CACHED_PRIVATE_KEYS),
             records: Mutex::new(RecordCache::default()),
         };
         store.migrate()?;
@@ -341,30 +344,30 @@ impl KeyStore {
     /// # Errors
     /// KER-KMS-018 for a partner certificate; internal errors when the key does not unwrap.
     pub fn load(&self, record: &KeyRecord) -> Result<Arc<LoadedKey>, KmsError> {
-        if let Some(k) = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&record.alias)
-        {
-            return Ok(k.clone());
+        if let Some(key) = self.loaded.get(&record.alias) {
+            return Ok(key);
         }
+        let pkcs8 = self.private_pkcs8(record)?;
+        let loaded = Arc::new(load_private(record.clone(), &pkcs8)?);
+        self.loaded.insert(record.alias.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The private key of `record`, unwrapped (PKCS#8 DER).
+    ///
+    /// # Errors
+    /// KER-KMS-018 for a record without a private key (a partner certificate); internal
+    /// errors when it does not unwrap.
+    fn private_pkcs8(&self, record: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let wrapped: Option<Vec<u8>> = self.conn().query_row(
             "SELECT private_key FROM keys WHERE alias = ?1",
             params![record.alias],
             |r| r.get(0),
         )?;
         let wrapped = wrapped.ok_or_else(|| KmsError::ker(KerCode::Kms018))?;
-        let pkcs8 = self
-            .kek
+        self.kek
             .unwrap(record.alias.as_bytes(), &wrapped)
-            .ok_or_else(|| KmsError::Internal(format!("key {} does not unwrap", record.alias)))?;
-        let loaded = Arc::new(load_private(record.clone(), &pkcs8)?);
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record.alias.clone(), loaded.clone());
-        Ok(loaded)
+            .ok_or_else(|| KmsError::Internal(format!("key {} does not unwrap", record.alias)))
     }
 
     fn pre_expire_seconds(&self, kind: KeyKind, application_id: &str) -> i64 {
@@ -504,7 +507,7 @@ impl KeyStore {
                 .self_signed(&key_pair)
                 .map_err(|e| KmsError::Internal(format!("certificate: {e}")))?,
             Some(issuer_key) => {
-                let issuer_pkcs8 = self.issuer_pkcs8(&issuer_key.record)?;
+                let issuer_pkcs8 = self.private_pkcs8(&issuer_key.record)?;
                 let issuer_pair = rcgen_key(&issuer_pkcs8)?;
                 let issuer_params = certificate_params(
                     issuer_key.record.kind,
@@ -594,10 +597,7 @@ impl KeyStore {
         };
         tracing::info!(app = application_id, reference = reference_id, key_id = %record.key_id, kind = kind.as_str(), "generated a key");
         let loaded = Arc::new(load_private(record, &pkcs8)?);
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(alias, loaded.clone());
+        self.loaded.insert(alias, loaded.clone());
         Ok(loaded)
     }
 
@@ -617,21 +617,8 @@ impl KeyStore {
                 "Not Allowed to perform this operation with other domain key.",
             ));
         }
-        let pkcs8 = self.issuer_pkcs8(record)?;
+        let pkcs8 = self.private_pkcs8(record)?;
         certs::certificate_request(record, &pkcs8, subject)
-    }
-
-    fn issuer_pkcs8(&self, record: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        let wrapped: Option<Vec<u8>> = self.conn().query_row(
-            "SELECT private_key FROM keys WHERE alias = ?1",
-            params![record.alias],
-            |r| r.get(0),
-        )?;
-        wrapped
-            .and_then(|w| self.kek.unwrap(record.alias.as_bytes(), &w))
-            .ok_or_else(|| {
-                KmsError::Internal(format!("issuer key {} does not unwrap", record.alias))
-            })
     }
 
     /// Stores a partner's certificate (no private key) under `(app, ref)` so that its
