@@ -16,9 +16,9 @@ use url::Url;
 
 use crate::error::KeymanagerError;
 
-/// Where ciphertexts are made.
+/// Where ciphertexts are made (`local` or `remote`, in any case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum EncryptMode {
     /// Seal locally with the Keymanager's certificate (checked once per certificate by a
     /// remote decrypt); falls back to `Remote` when that check fails.
@@ -28,9 +28,9 @@ pub enum EncryptMode {
     Remote,
 }
 
-/// Where signatures are checked.
+/// Where signatures are checked (`local` or `remote`, in any case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum VerifyMode {
     /// Verify against the Keymanager's own certificates (JWKS), pinned: a token carrying a
     /// foreign certificate is refused.
@@ -51,6 +51,20 @@ impl std::str::FromStr for EncryptMode {
     }
 }
 
+impl TryFrom<String> for EncryptMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for VerifyMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl std::str::FromStr for VerifyMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -62,8 +76,9 @@ impl std::str::FromStr for VerifyMode {
     }
 }
 
-/// Unvalidated settings, as written in a configuration file or the environment. Every field is
-/// optional here; [`KeymanagerSettings::build`] applies defaults and checks.
+/// Unvalidated settings, as written in a configuration file or the environment (each field
+/// `x` as `KEYMANAGER_X`, layered by `g2p-config`). Every field is optional here;
+/// [`KeymanagerSettings::build`] applies defaults and checks.
 ///
 /// `Debug` never shows the client secret.
 #[derive(Clone, Default, Deserialize)]
@@ -131,100 +146,7 @@ impl std::fmt::Debug for KeymanagerSettings {
     }
 }
 
-/// The environment variables read by [`KeymanagerSettings::apply_env`], OpenG2P-compatible
-/// names first.
-pub const ENVIRONMENT_VARIABLES: &[&str] = &[
-    "KEYMANAGER_API_BASE_URL",
-    "KEYMANAGER_API_TIMEOUT",
-    "KEYMANAGER_AUTH_URL",
-    "KEYMANAGER_AUTH_CLIENT_ID",
-    "KEYMANAGER_AUTH_CLIENT_SECRET",
-    "KEYMANAGER_AUTH_GRANT_TYPE",
-    "KEYMANAGER_ENCRYPT_APPLICATION_ID",
-    "KEYMANAGER_ENCRYPT_REFERENCE_ID",
-    "KEYMANAGER_SIGN_APPLICATION_ID",
-    "KEYMANAGER_SIGN_REFERENCE_ID",
-    "KEYMANAGER_ENCRYPT_SALT",
-    "KEYMANAGER_ENCRYPT_AAD",
-    "KEYMANAGER_ENCRYPT_MODE",
-    "KEYMANAGER_VERIFY_MODE",
-    "KEYMANAGER_CA_CERTIFICATE",
-    "KEYMANAGER_TLS_INSECURE_SKIP_VERIFY",
-];
-
-fn parse_env<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, KeymanagerError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse()
-        .map_err(|e| KeymanagerError::Configuration(format!("{name}={value:?}: {e}")))
-}
-
 impl KeymanagerSettings {
-    /// Overrides fields with the process environment (`KEYMANAGER_*`).
-    ///
-    /// # Errors
-    /// A variable whose value does not parse (e.g. a non-numeric timeout).
-    pub fn apply_process_env(&mut self) -> Result<(), KeymanagerError> {
-        self.apply_env(|name| std::env::var(name).ok())
-    }
-
-    /// Overrides fields with variables from `lookup` (see [`ENVIRONMENT_VARIABLES`]).
-    ///
-    /// # Errors
-    /// A variable whose value does not parse.
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), KeymanagerError> {
-        let text = |name: &str, field: &mut Option<String>| {
-            if let Some(v) = lookup(name) {
-                *field = Some(v);
-            }
-        };
-        text("KEYMANAGER_API_BASE_URL", &mut self.api_base_url);
-        text("KEYMANAGER_AUTH_URL", &mut self.auth_url);
-        text("KEYMANAGER_AUTH_CLIENT_ID", &mut self.auth_client_id);
-        text("KEYMANAGER_AUTH_GRANT_TYPE", &mut self.auth_grant_type);
-        text(
-            "KEYMANAGER_ENCRYPT_APPLICATION_ID",
-            &mut self.encrypt_application_id,
-        );
-        text(
-            "KEYMANAGER_ENCRYPT_REFERENCE_ID",
-            &mut self.encrypt_reference_id,
-        );
-        text(
-            "KEYMANAGER_SIGN_APPLICATION_ID",
-            &mut self.sign_application_id,
-        );
-        text("KEYMANAGER_SIGN_REFERENCE_ID", &mut self.sign_reference_id);
-        text("KEYMANAGER_ENCRYPT_SALT", &mut self.encrypt_salt);
-        text("KEYMANAGER_ENCRYPT_AAD", &mut self.encrypt_aad);
-        if let Some(v) = lookup("KEYMANAGER_AUTH_CLIENT_SECRET") {
-            self.auth_client_secret = Some(SecretString::from(v));
-        }
-        if let Some(v) = lookup("KEYMANAGER_API_TIMEOUT") {
-            self.api_timeout = Some(parse_env("KEYMANAGER_API_TIMEOUT", &v)?);
-        }
-        if let Some(v) = lookup("KEYMANAGER_ENCRYPT_MODE") {
-            self.encrypt_mode = Some(parse_env("KEYMANAGER_ENCRYPT_MODE", &v)?);
-        }
-        if let Some(v) = lookup("KEYMANAGER_VERIFY_MODE") {
-            self.verify_mode = Some(parse_env("KEYMANAGER_VERIFY_MODE", &v)?);
-        }
-        if let Some(v) = lookup("KEYMANAGER_CA_CERTIFICATE") {
-            self.ca_certificate = Some(PathBuf::from(v));
-        }
-        if let Some(v) = lookup("KEYMANAGER_TLS_INSECURE_SKIP_VERIFY") {
-            self.tls_insecure_skip_verify =
-                Some(parse_env("KEYMANAGER_TLS_INSECURE_SKIP_VERIFY", &v)?);
-        }
-        Ok(())
-    }
-
     /// Validates and applies defaults.
     ///
     /// # Errors
@@ -463,7 +385,6 @@ impl KeymanagerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn base() -> KeymanagerSettings {
         KeymanagerConfig::settings(
@@ -489,37 +410,6 @@ mod tests {
             c.endpoint("encrypt").as_str(),
             "http://km:8080/v1/keymanager/encrypt"
         );
-    }
-
-    #[test]
-    fn environment_overrides() {
-        let env: HashMap<&str, &str> = [
-            ("KEYMANAGER_API_TIMEOUT", "3"),
-            ("KEYMANAGER_ENCRYPT_APPLICATION_ID", "RESIDENT"),
-            ("KEYMANAGER_ENCRYPT_REFERENCE_ID", "ENC"),
-            ("KEYMANAGER_SIGN_APPLICATION_ID", "KERNEL"),
-            ("KEYMANAGER_SIGN_REFERENCE_ID", "SIGN"),
-            ("KEYMANAGER_ENCRYPT_SALT", "AAECAwQFBgcICQoL"),
-            ("KEYMANAGER_ENCRYPT_AAD", "YWFk"),
-            ("KEYMANAGER_AUTH_CLIENT_SECRET", "from-env"),
-            ("KEYMANAGER_ENCRYPT_MODE", "remote"),
-        ]
-        .into_iter()
-        .collect();
-        let mut s = base();
-        s.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
-        let c = s.build().unwrap();
-        assert_eq!(c.timeout(), Duration::from_secs(3));
-        assert_eq!(c.encrypt_ids(), ("RESIDENT", "ENC"));
-        assert_eq!(c.sign_ids(), ("KERNEL", "SIGN"));
-        assert_eq!(c.cipher_params().mode(), g2p_mosip::cipher::Mode::A);
-        assert_eq!(
-            c.cipher_params().salt().unwrap(),
-            &(0u8..12).collect::<Vec<_>>()[..]
-        );
-        assert_eq!(c.aad_b64u.as_deref(), Some("YWFk"));
-        assert_eq!(c.client_secret.expose_secret(), "from-env");
-        assert_eq!(c.encrypt_mode(), EncryptMode::Remote);
     }
 
     #[test]
@@ -549,15 +439,6 @@ mod tests {
         assert!(s.build().unwrap_err().to_string().contains("master key"));
 
         let mut s = base();
-        let e = s
-            .apply_env(|k| (k == "KEYMANAGER_API_TIMEOUT").then(|| "ten".to_string()))
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("KEYMANAGER_API_TIMEOUT=\"ten\""),
-            "{e}"
-        );
-
-        let mut s = base();
         s.ca_certificate = Some("/nonexistent/ca.pem".into());
         assert!(
             s.build()
@@ -582,7 +463,7 @@ mod tests {
             "auth_url": "http://kc/token",
             "auth_client_id": "c",
             "auth_client_secret": "s",
-            "verify_mode": "remote",
+            "verify_mode": "REMOTE",
         }))
         .unwrap();
         assert_eq!(s.build().unwrap().verify_mode(), VerifyMode::Remote);

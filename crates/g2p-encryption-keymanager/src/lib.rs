@@ -2,8 +2,8 @@
 //! MOSIP Keymanager, reached over REST with OAuth2 client-credentials tokens.
 //!
 //! * [`KeymanagerSettings`] / [`KeymanagerConfig`]: URLs, credentials, application and
-//!   reference ids, salt and aad, modes, TLS; `KEYMANAGER_*` environment variables
-//!   compatible with OpenG2P;
+//!   reference ids, salt and aad, modes, TLS (the `KEYMANAGER_*` environment, compatible with
+//!   OpenG2P, is layered over a configuration file by `g2p-config`);
 //! * [`TokenManager`]: cached tokens refreshed ahead of expiry, one fetch at a time;
 //! * [`KeymanagerClient`]: one pooled HTTP client, the envelope decoded in one place, one
 //!   retry after a 401;
@@ -22,7 +22,7 @@
 //!     "openg2p-admin-client",
 //!     "client-secret",
 //! );
-//! settings.apply_process_env()?;
+//! settings.encrypt_application_id = Some("REGISTRATION".into());
 //! let provider = KeymanagerProvider::new(settings.build()?)?;
 //! let sealed = provider.encrypt(b"Alice, 12 Main St").await?;
 //! assert_eq!(provider.decrypt(&sealed).await?, b"Alice, 12 Main St");

@@ -18,6 +18,7 @@ mod handlers;
 pub mod observe;
 pub mod openapi;
 mod ops;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use g2p_encryption::{Error, ProviderRegistry};
 
 pub use auth::{ApiKey, ApiKeys, Scope, hash_key};
 pub use error::ApiError;
+pub use settings::{ApiKeySettings, DEFAULT_LISTEN, GatewaySettings};
 
 /// Limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]

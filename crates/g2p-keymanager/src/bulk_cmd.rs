@@ -9,9 +9,9 @@ use g2p_encryption::b64;
 use serde_json::Value;
 
 use crate::commands::InOut;
-use crate::config::Provider;
 use crate::failure::Failure;
 use crate::io::{read_input, write_output};
+use g2p_config::Provider;
 
 /// `bulk` subcommands.
 #[derive(Debug, Subcommand)]

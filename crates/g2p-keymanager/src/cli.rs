@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::FileConfig;
+use g2p_config::Config;
+
 use crate::failure::Failure;
 use crate::{bulk_cmd, commands, kms_cmd, serve_cmd};
 
@@ -80,17 +81,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::ApiKey(command) = &cli.command {
         return serve_cmd::api_key(command);
     }
-    let mut file = match &cli.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
+    let config = Config::load(cli.config.as_deref())?;
     if let Command::Kms(command) = &cli.command {
-        return kms_cmd::run(command, &mut file).await;
+        return kms_cmd::run(command, &config).await;
     }
     if let Command::Serve(args) = &cli.command {
-        return serve_cmd::serve(file, cli.provider.as_deref(), args).await;
+        return serve_cmd::serve(&config, cli.provider.as_deref(), args).await;
     }
-    let (name, provider) = file.build(cli.provider.as_deref(), |k| std::env::var(k).ok())?;
+    let (name, provider) = config.provider(cli.provider.as_deref())?;
     tracing::debug!(provider = %name, "provider selected");
     match &cli.command {
         Command::Encrypt(io) => commands::encrypt(&provider, io).await,

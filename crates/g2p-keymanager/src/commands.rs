@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 use g2p_encryption::{SignOptions, SignPayload, b64};
 
-use crate::config::Provider;
 use crate::failure::Failure;
 use crate::io::{read_input, write_output};
+use g2p_config::Provider;
 
 /// Input and output files.
 #[derive(Debug, Args)]

@@ -1,9 +1,9 @@
 //! Reading input and writing output: stdin/stdout by default, files on request. A file is
-//! written to a temporary sibling and renamed into place, so a failed run leaves no partial
+//! written whole or not at all (`g2p_encryption::files`), so a failed run leaves no partial
 //! output behind.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::failure::Failure;
 
@@ -26,7 +26,7 @@ pub fn read_input(path: Option<&Path>) -> Result<Vec<u8>, Failure> {
             "standard input".to_string(),
         ),
     };
-    result.map_err(|e| Failure::usage(format!("cannot read {name}: {e}")))?;
+    result.map_err(|e| io_failure(format!("cannot read {name}: {e}"), &e))?;
     if data.len() as u64 > MAX_INPUT_BYTES {
         return Err(Failure::usage(format!(
             "{name} is larger than {MAX_INPUT_BYTES} bytes"
@@ -35,40 +35,31 @@ pub fn read_input(path: Option<&Path>) -> Result<Vec<u8>, Failure> {
     Ok(data)
 }
 
-/// Writes `data` to `path` (atomically) or stdout.
+/// A file named wrongly (missing, not permitted, a directory) is the caller's mistake; any
+/// other I/O failure (a full disk, a device error) is this machine's.
+pub fn io_failure(message: String, error: &std::io::Error) -> Failure {
+    use std::io::ErrorKind as Kind;
+    match error.kind() {
+        Kind::NotFound | Kind::PermissionDenied | Kind::IsADirectory | Kind::NotADirectory => {
+            Failure::usage(message)
+        }
+        _ => Failure::system(message),
+    }
+}
+
+/// Writes `data` to `path` (whole or not at all, readable by the owner only unless it
+/// replaces a file with other permissions) or stdout.
 pub fn write_output(path: Option<&Path>, data: &[u8]) -> Result<(), Failure> {
     match path {
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(data)
                 .and_then(|()| out.flush())
-                .map_err(|e| Failure::usage(format!("cannot write standard output: {e}")))
+                .map_err(|e| io_failure(format!("cannot write standard output: {e}"), &e))
         }
-        Some(path) => write_file_atomically(path, data)
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display()))),
+        Some(path) => g2p_encryption::files::write_atomically(path, data)
+            .map_err(|e| io_failure(format!("cannot write {}: {e}", path.display()), &e)),
     }
-}
-
-fn write_file_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }
 
 #[cfg(test)]

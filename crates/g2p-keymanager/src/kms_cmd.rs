@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use g2p_config::Config;
+use g2p_kms::keyfile;
 use g2p_kms::server::auth::{Client, Realm};
 use g2p_kms::server::{ServerState, serve};
+use g2p_kms::{KeyRecord, Kms};
 
-use crate::config::{FileConfig, data_dir, open_kms};
-use crate::failure::{EXIT_UNAVAILABLE, Failure};
+use crate::failure::Failure;
 
 /// `kms` subcommands.
 #[derive(Debug, Subcommand)]
@@ -26,14 +28,15 @@ pub enum KmsCommand {
 pub enum KeysCommand {
     /// List every key: application, reference, keyId, thumbprint, validity.
     List(DataDirArg),
-    /// Make a new current key for an application/reference (old keys keep decrypting).
+    /// Make a new current key for an application/reference (old keys keep decrypting);
+    /// prints it as `list` does.
     Rotate(RotateArgs),
 }
 
 /// The data directory.
 #[derive(Debug, Args)]
 pub struct DataDirArg {
-    /// Data directory (default `$G2P_DATA_DIR`, else `./g2p-data`).
+    /// Data directory (default `[kms] data_dir`, else `$G2P_DATA_DIR`, else `./g2p-data`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
@@ -81,58 +84,50 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// Opens the key store of the data directory `given` (else the configured one).
+fn open(config: &Config, given: Option<&std::path::Path>) -> Result<(PathBuf, Kms), Failure> {
+    let dir = config.kms().data_dir(given, env);
+    let kms = config.kms().open(&dir, env)?;
+    Ok((dir, kms))
+}
+
 /// Runs a `kms` subcommand.
-pub async fn run(command: &KmsCommand, file: &mut FileConfig) -> Result<(), Failure> {
-    let given_dir = |arg: &Option<PathBuf>| arg.clone().or(file.kms.data_dir.clone());
+pub async fn run(command: &KmsCommand, config: &Config) -> Result<(), Failure> {
     match command {
         KmsCommand::Keys(KeysCommand::List(dir)) => {
-            let kms = open_kms(
-                &data_dir(given_dir(&dir.data_dir), &env),
-                &env,
-                file.kms.store_options()?,
-            )?;
-            let mut out = String::from(
-                "application\treference\tkey_id\tthumbprint\tissued_at\texpires_at\tkind\n",
-            );
-            for r in kms
-                .store()
-                .list()
-                .map_err(|e| Failure::usage(e.to_string()))?
-            {
-                out.push_str(&format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{:?}\n",
-                    r.application_id,
-                    if r.reference_id.is_empty() {
-                        "-"
-                    } else {
-                        &r.reference_id
-                    },
-                    r.key_id,
-                    r.thumbprint,
-                    rfc3339(r.generated_at),
-                    rfc3339(r.expires_at),
-                    r.kind
-                ));
-            }
-            crate::io::write_output(None, out.as_bytes())
+            let (_, kms) = open(config, dir.data_dir.as_deref())?;
+            crate::io::write_output(None, key_table(&kms.store().list()?).as_bytes())
         }
         KmsCommand::Keys(KeysCommand::Rotate(args)) => {
-            let kms = open_kms(
-                &data_dir(given_dir(&args.dir.data_dir), &env),
-                &env,
-                file.kms.store_options()?,
-            )?;
-            let record = kms
-                .store()
-                .rotate(&args.app, &args.reference)
-                .map_err(|e| Failure::usage(e.to_string()))?;
-            crate::io::write_output(
-                None,
-                format!("{}\t{}\n", record.key_id, record.thumbprint).as_bytes(),
-            )
+            let (_, kms) = open(config, args.dir.data_dir.as_deref())?;
+            let record = kms.store().rotate(&args.app, &args.reference)?;
+            crate::io::write_output(None, key_table(&[record]).as_bytes())
         }
-        KmsCommand::Serve(args) => serve_command(args, file).await,
+        KmsCommand::Serve(args) => serve_command(args, config).await,
     }
+}
+
+/// Keys as a tab-separated table with a header line.
+fn key_table(records: &[KeyRecord]) -> String {
+    let mut out =
+        String::from("application\treference\tkey_id\tthumbprint\tissued_at\texpires_at\tkind\n");
+    for r in records {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{:?}\n",
+            r.application_id,
+            if r.reference_id.is_empty() {
+                "-"
+            } else {
+                &r.reference_id
+            },
+            r.key_id,
+            r.thumbprint,
+            rfc3339(r.generated_at),
+            rfc3339(r.expires_at),
+            r.kind
+        ));
+    }
+    out
 }
 
 fn rfc3339(t: i64) -> String {
@@ -145,59 +140,22 @@ fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-fn default_client(dir: &std::path::Path) -> Result<Client, Failure> {
-    let path = dir.join("default-client-secret");
-    let secret = match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => {
-            let mut bytes = [0u8; 24];
-            getrandom_fill(&mut bytes)?;
-            let secret = g2p_encryption::b64::encode_b64u(&bytes);
-            write_private(&path, secret.as_bytes())
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
-            secret
-        }
-    };
-    Ok(Client::new(
-        "openg2p-admin-client",
-        &secret,
-        g2p_kms::server::auth::DEFAULT_CLIENT_ROLES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    ))
-}
-
-pub(crate) fn getrandom_fill(bytes: &mut [u8]) -> Result<(), Failure> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(bytes))
-        .map_err(|e| Failure::usage(format!("no randomness: {e}")))
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(data)
-}
-
-async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Failure> {
-    let table = &mut file.kms;
-    if args.admit_unknown_applications {
-        table.admit_unknown_applications = true;
-    }
-    let dir = data_dir(args.dir.data_dir.clone().or(table.data_dir.clone()), &env);
-    let kms = open_kms(&dir, &env, table.store_options()?)?;
+async fn serve_command(args: &ServeArgs, config: &Config) -> Result<(), Failure> {
+    let mut table = config.kms().clone();
+    table.admit_unknown_applications |= args.admit_unknown_applications;
+    let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
+    let kms = Arc::new(table.open(&dir, env)?);
     let mut clients = table.clients();
     for spec in &args.clients {
         clients.push(Client::parse(spec).map_err(Failure::usage)?);
     }
+    let default_client = if clients.is_empty() {
+        let client = keyfile::default_client(&dir)?;
+        clients.push(client.clone());
+        Some(client)
+    } else {
+        None
+    };
     let listen = args
         .listen
         .or(table.listen)
@@ -213,23 +171,12 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
             "token lifetime must be a positive number of seconds",
         ));
     }
-    let default_client = if clients.is_empty() {
-        let c = default_client(&dir)?;
-        clients.push(c.clone());
-        Some(c)
-    } else {
-        None
-    };
     let (listener, addr) = crate::service::bind(listen).await?;
     let base = format!("http://{addr}");
     // The realm's signing key is kept (wrapped) in the data directory: tokens survive a
     // restart on the same address.
-    let realm_key = kms
-        .store()
-        .realm_key(&realm_name)
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    let realm = Realm::with_key(&realm_name, &base, clients, token_lifetime, &realm_key)
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let realm_key = kms.store().realm_key(&realm_name)?;
+    let realm = Realm::with_key(&realm_name, &base, clients, token_lifetime, &realm_key)?;
     let mut banner = format!("{base}\n");
     banner.push_str(&format!("KEYMANAGER_API_BASE_URL={base}/v1/keymanager\n"));
     banner.push_str(&format!(
@@ -239,7 +186,7 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
         banner.push_str(&format!(
             "KEYMANAGER_AUTH_CLIENT_ID={}\nKEYMANAGER_AUTH_CLIENT_SECRET is in {}\n",
             c.id,
-            dir.join("default-client-secret").display()
+            keyfile::default_client_secret_path(&dir).display()
         ));
     }
     crate::io::write_output(None, banner.as_bytes())?;
@@ -247,8 +194,5 @@ async fn serve_command(args: &ServeArgs, file: &mut FileConfig) -> Result<(), Fa
     let state = ServerState::new(Arc::clone(&kms), realm);
     serve(listener, state, crate::service::signal())
         .await
-        .map_err(|e| Failure {
-            exit: EXIT_UNAVAILABLE,
-            message: format!("server: {e}"),
-        })
+        .map_err(|e| Failure::system(format!("server: {e}")))
 }

@@ -5,7 +5,6 @@
 mod bulk_cmd;
 mod cli;
 mod commands;
-mod config;
 mod failure;
 mod io;
 mod kms_cmd;
@@ -26,7 +25,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(failure::EXIT_UNAVAILABLE);
+            return ExitCode::from(failure::EXIT_SYSTEM);
         }
     };
     match runtime.block_on(cli::run(cli)) {

@@ -4,14 +4,10 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Subcommand};
-use g2p_gateway::{GatewayState, hash_key};
+use g2p_config::Config;
+use g2p_gateway::{GatewaySettings, GatewayState, hash_key};
 
-use crate::config::{FileConfig, Provider};
-use crate::failure::{EXIT_UNAVAILABLE, Failure};
-use crate::kms_cmd::getrandom_fill;
-
-/// The gateway's default address: loopback only.
-pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
+use crate::failure::Failure;
 
 /// `serve` arguments.
 #[derive(Debug, Args)]
@@ -42,38 +38,25 @@ pub struct NewKeyArgs {
     pub scopes: Vec<String>,
 }
 
-fn describe(name: &str, provider: &Provider) -> String {
-    match provider {
-        Provider::Keymanager(p) => format!(
-            "provider {name}: keymanager at {}",
-            p.client().config().api_base_url()
-        ),
-        Provider::Local(_) => format!("provider {name}: embedded key manager"),
-    }
-}
-
 /// Runs the gateway until SIGINT/SIGTERM.
 pub async fn serve(
-    mut file: FileConfig,
+    config: &Config,
     provider: Option<&str>,
     args: &ServeArgs,
 ) -> Result<(), Failure> {
-    let gateway = std::mem::take(&mut file.gateway);
-    let listen = args
-        .listen
-        .or(gateway.listen)
-        .unwrap_or(SocketAddr::from(DEFAULT_LISTEN));
-    let options = gateway.options()?;
-    let keys = gateway.api_keys()?;
-    let (registry, built) = file.build_all(provider, |k| std::env::var(k).ok())?;
+    let gateway: GatewaySettings = config.section("gateway")?;
+    let listen = gateway.listen(args.listen);
+    let options = gateway.options().map_err(Failure::usage)?;
+    let keys = gateway.api_keys().map_err(Failure::usage)?;
+    let providers = config.providers(provider)?;
+    let (registry, built) = (providers.registry, providers.built);
     let default = registry.default_name().unwrap_or("default").to_string();
     let key_count = keys.len();
-    let state =
-        GatewayState::new(registry, keys, options).map_err(|e| Failure::usage(e.to_string()))?;
+    let state = GatewayState::new(registry, keys, options)?;
     let (listener, addr) = crate::service::bind(listen).await?;
     let mut banner = format!("http://{addr}\n");
     for (name, provider) in &built {
-        banner.push_str(&describe(name, provider));
+        banner.push_str(&format!("provider {name}: {}", provider.describe()));
         if *name == default {
             banner.push_str(" (default)");
         }
@@ -93,10 +76,7 @@ pub async fn serve(
     tracing::info!(%addr, providers = built.len(), default = %default, "gateway serving");
     g2p_gateway::run(listener, state, crate::service::signal())
         .await
-        .map_err(|e| Failure {
-            exit: EXIT_UNAVAILABLE,
-            message: format!("gateway: {e}"),
-        })
+        .map_err(|e| Failure::system(format!("gateway: {e}")))
 }
 
 /// Runs an `api-key` subcommand.
@@ -107,7 +87,8 @@ pub fn api_key(command: &ApiKeyCommand) -> Result<(), Failure> {
                 g2p_gateway::Scope::parse(scope).map_err(Failure::usage)?;
             }
             let mut bytes = [0u8; 32];
-            getrandom_fill(&mut bytes)?;
+            aws_lc_rs::rand::fill(&mut bytes)
+                .map_err(|_| Failure::system("the system has no randomness"))?;
             let key = format!("g2pk_{}", g2p_encryption::b64::encode_b64u(&bytes));
             let scopes: Vec<String> = args
                 .scopes

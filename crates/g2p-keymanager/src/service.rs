@@ -3,19 +3,16 @@
 
 use std::net::SocketAddr;
 
-use crate::failure::{EXIT_UNAVAILABLE, Failure};
+use crate::failure::Failure;
 
 /// Binds `addr` (port 0 picks a free port); returns the listener and the address it got.
 pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Failure> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Failure {
-            exit: EXIT_UNAVAILABLE,
-            message: format!("cannot listen on {addr}: {e}"),
-        })?;
+        .map_err(|e| Failure::system(format!("cannot listen on {addr}: {e}")))?;
     let bound = listener
         .local_addr()
-        .map_err(|e| Failure::usage(e.to_string()))?;
+        .map_err(|e| Failure::system(format!("cannot listen on {addr}: {e}")))?;
     Ok((listener, bound))
 }
 

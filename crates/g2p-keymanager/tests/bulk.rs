@@ -2,17 +2,14 @@
 //! and the bad inputs that must leave no output behind.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
 fn run(data_dir: &std::path::Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_g2p-keymanager"));
-    for var in g2p_encryption_keymanager::config::ENVIRONMENT_VARIABLES {
-        cmd.env_remove(var);
-    }
-    cmd.env_remove("G2P_KEYMANAGER_CONFIG")
-        .env_remove("G2P_KMS_KEK")
+    common::binary()
         .env("G2P_DATA_DIR", data_dir.join("data"))
         .args(args)
         .output()

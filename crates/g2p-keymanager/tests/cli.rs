@@ -7,9 +7,11 @@
     clippy::type_complexity
 )]
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use g2p_testkit::{FakeKeymanager, TestKey, b64u, cipher, jose, unb64};
 use serde_json::json;
@@ -47,13 +49,7 @@ async fn run(env: &[(&'static str, String)], args: &[&str], stdin: &[u8]) -> Run
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let stdin = stdin.to_vec();
     tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_g2p-keymanager"));
-        for var in g2p_encryption_keymanager::config::ENVIRONMENT_VARIABLES {
-            cmd.env_remove(var);
-        }
-        cmd.env_remove("G2P_KEYMANAGER_CONFIG");
-        cmd.env_remove("G2P_DATA_DIR");
-        cmd.env_remove("G2P_KMS_KEK");
+        let mut cmd = common::binary();
         cmd.envs(env).args(&args);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -3,6 +3,8 @@
 //! secrets, and a clean exit on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
@@ -16,15 +18,8 @@ struct Served {
 }
 
 fn command(args: &[&str], data_dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_g2p-keymanager"));
-    for var in g2p_encryption_keymanager::config::ENVIRONMENT_VARIABLES {
-        cmd.env_remove(var);
-    }
-    cmd.env_remove("G2P_KEYMANAGER_CONFIG")
-        .env_remove("G2P_KMS_KEK")
-        .env_remove("G2P_LOG")
-        .env("G2P_DATA_DIR", data_dir)
-        .args(args);
+    let mut cmd = common::binary();
+    cmd.env("G2P_DATA_DIR", data_dir).args(args);
     cmd
 }
 

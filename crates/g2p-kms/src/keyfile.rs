@@ -70,6 +70,26 @@ pub fn realm_key(dir: &Path, kek: &Kek, name: &str) -> Result<Zeroizing<Vec<u8>>
     })
 }
 
+/// The id of the client `kms serve` admits when none is configured.
+pub const DEFAULT_CLIENT_ID: &str = "openg2p-admin-client";
+
+/// The client `kms serve` admits when none is configured: [`DEFAULT_CLIENT_ID`] with the
+/// secret kept in `dir` and the default roles.
+///
+/// # Errors
+/// As [`default_client_secret`].
+pub fn default_client(dir: &Path) -> Result<crate::server::auth::Client, KmsError> {
+    let secret = default_client_secret(dir)?;
+    Ok(crate::server::auth::Client::new(
+        DEFAULT_CLIENT_ID,
+        &secret,
+        crate::server::auth::DEFAULT_CLIENT_ROLES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    ))
+}
+
 /// Where the default client's secret is kept in `dir`.
 pub fn default_client_secret_path(dir: &Path) -> PathBuf {
     dir.join(DEFAULT_CLIENT_SECRET_FILE)

@@ -16,11 +16,13 @@ mod kms;
 mod local;
 pub mod policy;
 pub mod server;
+pub mod settings;
 pub mod store;
 
 pub use error::KmsError;
 pub use kek::Kek;
 pub use kms::{Kms, SignSpec};
-pub use local::{LocalProvider, LocalSettings};
+pub use local::{LocalProvider, LocalProviderSettings, LocalSettings};
 pub use policy::{KeyPolicy, Policies};
+pub use settings::{ClientSettings, KmsSettings};
 pub use store::{CsrSubject, KeyKind, KeyRecord, KeyStore, StoreOptions};

@@ -59,6 +59,51 @@ impl Default for LocalSettings {
     }
 }
 
+/// `type = "local"`: a provider table of the configuration file, unvalidated.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalProviderSettings {
+    /// Data directory (default `[kms] data_dir`, else `$G2P_DATA_DIR`, else `./g2p-data`).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Encryption application (default `REGISTRATION`).
+    pub encrypt_application_id: Option<String>,
+    /// Encryption reference (default `ENCRYPT`).
+    pub encrypt_reference_id: Option<String>,
+    /// Signing application (default `ID_REPO`).
+    pub sign_application_id: Option<String>,
+    /// Signing reference (default `""`).
+    pub sign_reference_id: Option<String>,
+    /// base64url salt (GCM IV, 12/16/32 bytes).
+    pub encrypt_salt: Option<String>,
+    /// base64url aad.
+    pub encrypt_aad: Option<String>,
+}
+
+impl LocalProviderSettings {
+    /// Validates the table and applies defaults.
+    ///
+    /// # Errors
+    /// [`KmsError::Config`] for a salt or aad that is not base64url, or a salt that is not a
+    /// GCM IV of 12, 16 or 32 bytes.
+    pub fn build(&self) -> Result<LocalSettings, KmsError> {
+        let cipher_params =
+            CipherParams::from_b64u(self.encrypt_salt.as_deref(), self.encrypt_aad.as_deref())
+                .map_err(|e| KmsError::Config(format!("encrypt_{e}")))?;
+        let defaults = LocalSettings::default();
+        let or = |value: &Option<String>, default: String| value.clone().unwrap_or(default);
+        Ok(LocalSettings {
+            encrypt_application_id: or(
+                &self.encrypt_application_id,
+                defaults.encrypt_application_id,
+            ),
+            encrypt_reference_id: or(&self.encrypt_reference_id, defaults.encrypt_reference_id),
+            sign_application_id: or(&self.sign_application_id, defaults.sign_application_id),
+            sign_reference_id: or(&self.sign_reference_id, defaults.sign_reference_id),
+            cipher_params,
+        })
+    }
+}
+
 /// Encrypts, decrypts, signs and verifies with the embedded key manager, producing the same
 /// ciphertexts and tokens as a MOSIP Keymanager. RSA private-key operations run on tokio's
 /// blocking pool.

@@ -1,0 +1,174 @@
+//! The `[kms]` table of the configuration file: the embedded key manager's data directory,
+//! key policies, and what `kms serve` listens on and admits.
+//!
+//! ```toml
+//! [kms]
+//! data_dir = "/var/lib/g2p-keymanager"
+//! listen = "127.0.0.1:8088"
+//! admit_unknown_applications = false
+//! clients = [{ id = "openg2p-admin-client", secret = "...", roles = ["KEY_MAKER"] }]
+//!
+//! [kms.policies.SOCIAL_REGISTRY]
+//! validity_days = 730
+//! pre_expire_days = 30
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use crate::error::KmsError;
+use crate::policy::{KeyPolicy, Policies};
+use crate::server::auth::{Client, DEFAULT_CLIENT_ROLES};
+use crate::store::StoreOptions;
+
+/// The environment variable naming the data directory when none is configured.
+pub const DATA_DIR_ENV: &str = "G2P_DATA_DIR";
+/// The data directory when none is configured at all.
+pub const DEFAULT_DATA_DIR: &str = "g2p-data";
+
+/// `[kms]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsSettings {
+    /// Data directory (default `$G2P_DATA_DIR`, else `./g2p-data`).
+    pub data_dir: Option<PathBuf>,
+    /// `kms serve` address (default `127.0.0.1:8088`).
+    pub listen: Option<SocketAddr>,
+    /// Realm of the token endpoint (default `openg2p`).
+    pub realm: Option<String>,
+    /// Lifetime of issued tokens, seconds (default 300).
+    pub token_lifetime: Option<i64>,
+    /// Clients of the token endpoint.
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+    /// Key policies by application, added to (or replacing rows of) the spec's table.
+    #[serde(default)]
+    pub policies: BTreeMap<String, KeyPolicy>,
+    /// Give applications without a policy the standard one (1095 / 60 days) instead of
+    /// refusing them with KER-KMS-002.
+    #[serde(default)]
+    pub admit_unknown_applications: bool,
+    /// Applications whose master keys are made at first start (default REGISTRATION, ID_REPO,
+    /// KERNEL, OPENG2P).
+    pub initial_applications: Option<Vec<String>>,
+}
+
+/// One client of the token endpoint. `Debug` shows no secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// `client_id`.
+    pub id: String,
+    /// `client_secret`.
+    pub secret: secrecy::SecretString,
+    /// Realm roles in its tokens (default: the crypto and admin roles).
+    pub roles: Option<Vec<String>>,
+}
+
+impl KmsSettings {
+    /// The data directory: `given` (a command-line flag), else the table's, else
+    /// `$G2P_DATA_DIR` (read through `env`), else `./g2p-data`.
+    pub fn data_dir(&self, given: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> PathBuf {
+        given
+            .map(Path::to_path_buf)
+            .or_else(|| self.data_dir.clone())
+            .or_else(|| env(DATA_DIR_ENV).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    /// The store's options: the spec's policies plus the configured ones.
+    ///
+    /// # Errors
+    /// [`KmsError::Config`] naming a policy whose days do not make sense.
+    pub fn store_options(&self) -> Result<StoreOptions, KmsError> {
+        let mut options = StoreOptions::default();
+        for (app, policy) in &self.policies {
+            if policy.validity_days <= 0
+                || policy.pre_expire_days < 0
+                || policy.pre_expire_days >= policy.validity_days
+            {
+                return Err(KmsError::Config(format!(
+                    "kms.policies.{app}: validity_days must be positive and pre_expire_days between 0 and validity_days"
+                )));
+            }
+            options.policies.set(app, *policy);
+        }
+        if self.admit_unknown_applications {
+            options
+                .policies
+                .admit_unknown_applications(Some(Policies::standard()));
+        }
+        if let Some(apps) = &self.initial_applications {
+            options.initial_applications = apps.clone();
+        }
+        Ok(options)
+    }
+
+    /// Opens the embedded key manager in `dir` with these settings: the key-encryption key
+    /// from `G2P_KMS_KEK` (read through `env`) or the directory's `kek` file, the policies,
+    /// the initial applications.
+    ///
+    /// # Errors
+    /// A wrong or unreadable key-encryption key, an unusable directory, a bad policy
+    /// ([`KmsError::Config`]); database failures ([`KmsError::Internal`]).
+    pub fn open(
+        &self,
+        dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<crate::Kms, KmsError> {
+        let kek = crate::Kek::load(dir, env(crate::kek::KEK_ENV).as_deref())?;
+        crate::Kms::open(dir, kek, self.store_options()?)
+    }
+
+    /// The configured clients.
+    pub fn clients(&self) -> Vec<Client> {
+        self.clients
+            .iter()
+            .map(|c| {
+                Client::new(
+                    &c.id,
+                    c.secret.expose_secret(),
+                    c.roles.clone().unwrap_or_else(|| {
+                        DEFAULT_CLIENT_ROLES.iter().map(|r| r.to_string()).collect()
+                    }),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_directory_order_and_policy_checks() {
+        let table = KmsSettings {
+            data_dir: Some("/from/table".into()),
+            ..KmsSettings::default()
+        };
+        let env = |k: &str| (k == DATA_DIR_ENV).then(|| "/from/env".to_string());
+        assert_eq!(
+            table.data_dir(Some(Path::new("/flag")), env),
+            Path::new("/flag")
+        );
+        assert_eq!(table.data_dir(None, env), Path::new("/from/table"));
+        let empty = KmsSettings::default();
+        assert_eq!(empty.data_dir(None, env), Path::new("/from/env"));
+        assert_eq!(empty.data_dir(None, |_| None), Path::new(DEFAULT_DATA_DIR));
+        let mut bad = KmsSettings::default();
+        bad.policies.insert(
+            "X".into(),
+            KeyPolicy {
+                validity_days: 10,
+                pre_expire_days: 10,
+            },
+        );
+        let e = bad.store_options().unwrap_err();
+        assert!(e.to_string().contains("kms.policies.X"), "{e}");
+    }
+}
