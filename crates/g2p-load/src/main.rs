@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use g2p_encryption::b64::encode_b64u;
+use g2p_mosip::RequestWrapper;
+use g2p_mosip::dto::{CryptomanagerRequest, JwtSignRequest};
 use serde_json::{Value, json};
 
 use crate::ceiling::{Crypto, Op};
@@ -309,6 +311,72 @@ async fn gateway(common: &Common, batch: usize) -> Result<()> {
     Ok(())
 }
 
+/// A token of the load client from `kms serve`'s realm.
+async fn kms_token(http: &reqwest::Client, base: &str) -> Result<String> {
+    let token: Value = http
+        .post(format!(
+            "{base}/realms/openg2p/protocol/openid-connect/token"
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "load"),
+            ("client_secret", "load-secret"),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(token["access_token"]
+        .as_str()
+        .context("no access_token")?
+        .to_string())
+}
+
+/// The `/encrypt` or `/decrypt` body for `data` (b64u), in the MOSIP wrapper.
+fn crypto_body(data: String) -> Result<Value> {
+    Ok(serde_json::to_value(RequestWrapper::new(
+        CryptomanagerRequest {
+            application_id: "REGISTRATION".into(),
+            reference_id: "ENCRYPT".into(),
+            time_stamp: Some(g2p_mosip::timestamp::now_strict()),
+            data,
+            salt: None,
+            aad: None,
+            prepend_thumbprint: None,
+        },
+    ))?)
+}
+
+/// The three MOSIP request bodies the scenarios send: `/encrypt`, `/decrypt` (of what the
+/// first encrypted) and `/jwtSign`.
+async fn kms_bodies(
+    http: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+) -> Result<(Value, Value, Value)> {
+    let record = encode_b64u(br#"{"name":"Amina Yusuf","account":"0099887766"}"#);
+    let encrypt_request = crypto_body(record)?;
+    let sealed: Value = http
+        .post(format!("{base}/v1/keymanager/encrypt"))
+        .header("cookie", cookie)
+        .json(&encrypt_request)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let data = sealed["response"]["data"]
+        .as_str()
+        .context("encrypt failed")?
+        .to_string();
+    let sign_request = serde_json::to_value(RequestWrapper::new(JwtSignRequest {
+        data_to_sign: encode_b64u(br#"{"beneficiary":"B-1029","amount":150}"#),
+        application_id: "ID_REPO".into(),
+        include_payload: true,
+        ..JwtSignRequest::default()
+    }))?;
+    Ok((encrypt_request, crypto_body(data)?, sign_request))
+}
+
 async fn kms(common: &Common) -> Result<()> {
     let server = Server::start(
         &common.bin,
@@ -325,50 +393,9 @@ async fn kms(common: &Common) -> Result<()> {
         .pool_max_idle_per_host(common.clients)
         .build()?;
     let base = server.url.clone();
-    let token: Value = http
-        .post(format!(
-            "{base}/realms/openg2p/protocol/openid-connect/token"
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "load"),
-            ("client_secret", "load-secret"),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = token["access_token"]
-        .as_str()
-        .context("no access_token")?
-        .to_string();
-    let wrap = |request: Value| json!({"id": "mosip.cryptomanager", "version": "1.0", "requesttime": g2p_mosip::timestamp::now_strict(), "request": request});
-    let ts = g2p_mosip::timestamp::now_strict();
-    let record = encode_b64u(br#"{"name":"Amina Yusuf","account":"0099887766"}"#);
-    let encrypt_request = wrap(
-        json!({"applicationId": "REGISTRATION", "referenceId": "ENCRYPT", "timeStamp": ts, "data": record}),
-    );
-    let cookie = vec![("cookie", format!("Authorization={token}"))];
-    let sealed: Value = http
-        .post(format!("{base}/v1/keymanager/encrypt"))
-        .header("cookie", &cookie[0].1)
-        .json(&encrypt_request)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let data = sealed["response"]["data"]
-        .as_str()
-        .context("encrypt failed")?
-        .to_string();
-    let decrypt_request = wrap(
-        json!({"applicationId": "REGISTRATION", "referenceId": "ENCRYPT", "timeStamp": ts, "data": data}),
-    );
-    let sign_request = wrap(json!({
-        "dataToSign": encode_b64u(br#"{"beneficiary":"B-1029","amount":150}"#),
-        "applicationId": "ID_REPO", "referenceId": "",
-        "includePayload": true, "includeCertificate": false, "includeCertHash": false
-    }));
+    let cookie = format!("Authorization={}", kms_token(&http, &base).await?);
+    let (encrypt_request, decrypt_request, sign_request) =
+        kms_bodies(&http, &base, &cookie).await?;
     let crypto = Crypto::new()?;
     let n = common.clients;
     println!(
@@ -393,7 +420,7 @@ async fn kms(common: &Common) -> Result<()> {
     ];
     for (name, endpoint, body, op) in scenarios {
         let mut job = job(format!("{base}/v1/keymanager/{endpoint}"), body, 1)?;
-        job.headers = cookie.clone();
+        job.headers = vec![("cookie", cookie.clone())];
         job.error_marker = Some("\"errorCode\"");
         let reference = crypto.rate(op, 1.5);
         let mut stats = drive(&http, &job, n, common.seconds, &server).await?;

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use g2p_encryption::cert::CertificateInfo;
 use g2p_mosip::KerCode;
 use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
-use rcgen::Issuer;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -19,11 +18,11 @@ use crate::kek::Kek;
 use crate::policy::Policies;
 
 mod certs;
+mod generate;
 mod record;
 
 pub use certs::CsrSubject;
 pub(crate) use certs::generate_pkcs8;
-use certs::{certificate_params, rcgen_key};
 use record::{COLUMNS, load_private, row_to_record};
 pub use record::{KeyKind, KeyRecord, LoadedKey};
 
@@ -466,139 +465,6 @@ impl KeyStore {
             params![at - 60 + margin.min(0), current.alias],
         )?;
         Ok(true)
-    }
-
-    fn generate(
-        &self,
-        application_id: &str,
-        reference_id: &str,
-        at: i64,
-    ) -> Result<Arc<LoadedKey>, KmsError> {
-        let kind = KeyKind::of(application_id, reference_id);
-        let policy = self.policies.get(application_id).ok_or_else(|| {
-            KmsError::ker_with(
-                KerCode::Kms002,
-                format!("{} ({application_id})", KerCode::Kms002.message()),
-            )
-        })?;
-        let issuer = match kind {
-            KeyKind::Root => None,
-            KeyKind::Master => Some(self.current_key("ROOT", "", at)?),
-            KeyKind::Sign | KeyKind::Base => {
-                if kind == KeyKind::Base && matches!(application_id, "ROOT" | "KERNEL" | "PARTNER")
-                {
-                    return Err(KmsError::ker_with(
-                        KerCode::Kms016,
-                        format!("{} ({application_id})", KerCode::Kms016.message()),
-                    ));
-                }
-                Some(self.current_key(application_id, "", at)?)
-            }
-            KeyKind::Partner => {
-                return Err(KmsError::Internal("partner keys are uploaded".into()));
-            }
-        };
-        let expires_at = at + policy.validity_days * SECONDS_PER_DAY;
-        let pkcs8 = generate_pkcs8()?;
-        let key_pair = rcgen_key(&pkcs8)?;
-        let params = certificate_params(kind, application_id, reference_id, at, expires_at)?;
-        let certificate = match &issuer {
-            None => params
-                .self_signed(&key_pair)
-                .map_err(|e| KmsError::Internal(format!("certificate: {e}")))?,
-            Some(issuer_key) => {
-                let issuer_pkcs8 = self.private_pkcs8(&issuer_key.record)?;
-                let issuer_pair = rcgen_key(&issuer_pkcs8)?;
-                let issuer_params = certificate_params(
-                    issuer_key.record.kind,
-                    &issuer_key.record.application_id,
-                    &issuer_key.record.reference_id,
-                    issuer_key.record.generated_at,
-                    issuer_key.record.expires_at,
-                )?;
-                let issuer = Issuer::new(issuer_params, &issuer_pair);
-                params
-                    .signed_by(&key_pair, &issuer)
-                    .map_err(|e| KmsError::Internal(format!("certificate: {e}")))?
-            }
-        };
-        let der = certificate.der().to_vec();
-        let info = CertificateInfo::from_der(&der)
-            .map_err(|e| KmsError::Internal(format!("new certificate: {e}")))?;
-        let alias = random_alias()?;
-        let wrapped = self.kek.wrap(alias.as_bytes(), &pkcs8)?;
-        let margin = self.pre_expire_seconds(kind, application_id);
-        let record = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Another process sharing the data directory may have made a current key
-            // meanwhile: use it rather than a second one.
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT alias FROM keys WHERE application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4 LIMIT 1",
-                    params![application_id, reference_id, at, margin],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if existing.is_some() {
-                drop(tx);
-                drop(conn);
-                let record = self
-                    .current_record(application_id, reference_id, at)?
-                    .ok_or_else(|| KmsError::Internal("current key vanished".into()))?;
-                return self.load(&record);
-            }
-            let date = OffsetDateTime::from_unix_timestamp(at)
-                .map_err(|e| KmsError::Internal(e.to_string()))?
-                .date();
-            let base = format!(
-                "{application_id}_{reference_id}_{:02}-{:02}-{:04}",
-                u8::from(date.month()),
-                date.day(),
-                date.year()
-            );
-            // A second key for the same pair on the same day gets a disambiguator (spec 6.5).
-            let mut unique_value = base.clone();
-            let mut n = 1;
-            loop {
-                let uid = unique_identifier_of(&unique_value);
-                let taken: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM keys WHERE unique_identifier = ?1",
-                    params![uid],
-                    |r| r.get(0),
-                )?;
-                if taken == 0 {
-                    break;
-                }
-                n += 1;
-                unique_value = format!("{base}_{n}");
-            }
-            let unique_identifier = unique_identifier_of(&unique_value);
-            let key_id = key_id_from_unique_identifier(&unique_identifier)
-                .ok_or_else(|| KmsError::Internal("key id".into()))?;
-            let thumbprint = hex::encode_upper(info.sha256());
-            tx.execute(
-                "INSERT INTO keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![alias, application_id, reference_id, key_id, unique_identifier, thumbprint, der, wrapped, at, expires_at, kind.as_str()],
-            )?;
-            tx.commit()?;
-            KeyRecord {
-                alias: alias.clone(),
-                application_id: application_id.into(),
-                reference_id: reference_id.into(),
-                key_id,
-                thumbprint,
-                certificate: info,
-                generated_at: at,
-                expires_at,
-                kind,
-            }
-        };
-        tracing::info!(app = application_id, reference = reference_id, key_id = %record.key_id, kind = kind.as_str(), "generated a key");
-        let loaded = Arc::new(load_private(record, &pkcs8)?);
-        self.loaded.insert(alias, loaded.clone());
-        Ok(loaded)
     }
 
     /// A PKCS#10 certificate signing request (PEM) for the key of `record`, so that a CA can

@@ -1,0 +1,203 @@
+//! Making keys (spec 6.3): a new RSA key, its certificate issued by the key above it in the
+//! hierarchy (ROOT self-signed, master keys by ROOT, base and sign keys by their master), and
+//! its record stored as the pair's current key unless another process made one meanwhile.
+
+use std::sync::Arc;
+
+use g2p_encryption::cert::CertificateInfo;
+use g2p_mosip::KerCode;
+use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
+use rcgen::Issuer;
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::certs::{certificate_params, generate_pkcs8, rcgen_key};
+use super::record::load_private;
+use super::{KeyKind, KeyRecord, KeyStore, LoadedKey, SECONDS_PER_DAY, random_alias};
+use crate::error::KmsError;
+
+/// A key just made, not yet stored.
+struct NewKey {
+    pkcs8: Zeroizing<Vec<u8>>,
+    certificate: CertificateInfo,
+}
+
+impl KeyStore {
+    /// Makes the current key of `(app, ref)`: KER-KMS-002 for an application without a policy,
+    /// KER-KMS-016 for base keys of ROOT, KERNEL or PARTNER.
+    pub(super) fn generate(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        at: i64,
+    ) -> Result<Arc<LoadedKey>, KmsError> {
+        let kind = KeyKind::of(application_id, reference_id);
+        let policy = self.policies.get(application_id).ok_or_else(|| {
+            KmsError::ker_with(
+                KerCode::Kms002,
+                format!("{} ({application_id})", KerCode::Kms002.message()),
+            )
+        })?;
+        let issuer = self.issuer_of(kind, application_id, at)?;
+        let expires_at = at + policy.validity_days * SECONDS_PER_DAY;
+        let key = self.make_key(
+            kind,
+            application_id,
+            reference_id,
+            (at, expires_at),
+            issuer.as_deref(),
+        )?;
+        let Some(record) = self.store_current(application_id, reference_id, at, kind, &key)? else {
+            // Another process sharing the data directory made a current key meanwhile.
+            let record = self
+                .current_record(application_id, reference_id, at)?
+                .ok_or_else(|| KmsError::Internal("current key vanished".into()))?;
+            return self.load(&record);
+        };
+        tracing::info!(app = application_id, reference = reference_id, key_id = %record.key_id, kind = kind.as_str(), "generated a key");
+        let alias = record.alias.clone();
+        let loaded = Arc::new(load_private(record, &key.pkcs8)?);
+        self.loaded.insert(alias, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The key that certifies a new key of `kind`: none for ROOT, ROOT's for master keys, the
+    /// application's master key for base and sign keys.
+    fn issuer_of(
+        &self,
+        kind: KeyKind,
+        application_id: &str,
+        at: i64,
+    ) -> Result<Option<Arc<LoadedKey>>, KmsError> {
+        match kind {
+            KeyKind::Root => Ok(None),
+            KeyKind::Master => Ok(Some(self.current_key("ROOT", "", at)?)),
+            KeyKind::Base if matches!(application_id, "ROOT" | "KERNEL" | "PARTNER") => {
+                Err(KmsError::ker_with(
+                    KerCode::Kms016,
+                    format!("{} ({application_id})", KerCode::Kms016.message()),
+                ))
+            }
+            KeyKind::Sign | KeyKind::Base => Ok(Some(self.current_key(application_id, "", at)?)),
+            KeyKind::Partner => Err(KmsError::Internal("partner keys are uploaded".into())),
+        }
+    }
+
+    /// A new RSA-2048 key and its certificate, valid over `validity` (Unix seconds).
+    fn make_key(
+        &self,
+        kind: KeyKind,
+        application_id: &str,
+        reference_id: &str,
+        (not_before, not_after): (i64, i64),
+        issuer: Option<&LoadedKey>,
+    ) -> Result<NewKey, KmsError> {
+        let internal = |e: rcgen::Error| KmsError::Internal(format!("certificate: {e}"));
+        let pkcs8 = generate_pkcs8()?;
+        let key_pair = rcgen_key(&pkcs8)?;
+        let params = certificate_params(kind, application_id, reference_id, not_before, not_after)?;
+        let certificate = match issuer {
+            None => params.self_signed(&key_pair).map_err(internal)?,
+            Some(issuer) => {
+                let issuer_pair = rcgen_key(&self.private_pkcs8(&issuer.record)?)?;
+                let r = &issuer.record;
+                let issuer_params = certificate_params(
+                    r.kind,
+                    &r.application_id,
+                    &r.reference_id,
+                    r.generated_at,
+                    r.expires_at,
+                )?;
+                let issuer = Issuer::new(issuer_params, &issuer_pair);
+                params.signed_by(&key_pair, &issuer).map_err(internal)?
+            }
+        };
+        let certificate = CertificateInfo::from_der(certificate.der())
+            .map_err(|e| KmsError::Internal(format!("new certificate: {e}")))?;
+        Ok(NewKey { pkcs8, certificate })
+    }
+
+    /// Stores `key` as the current key of the pair, its private half wrapped under the
+    /// key-encryption key, in one transaction; `None` when another process made a current key
+    /// first.
+    fn store_current(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        at: i64,
+        kind: KeyKind,
+        key: &NewKey,
+    ) -> Result<Option<KeyRecord>, KmsError> {
+        let alias = random_alias()?;
+        let wrapped = self.kek.wrap(alias.as_bytes(), &key.pkcs8)?;
+        let margin = self.pre_expire_seconds(kind, application_id);
+        let expires_at = key.certificate.not_after();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT alias FROM keys WHERE application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4 LIMIT 1",
+                params![application_id, reference_id, at, margin],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if existing.is_some() {
+            return Ok(None);
+        }
+        let unique_identifier = free_unique_identifier(&tx, application_id, reference_id, at)?;
+        let key_id = key_id_from_unique_identifier(&unique_identifier)
+            .ok_or_else(|| KmsError::Internal("key id".into()))?;
+        let thumbprint = hex::encode_upper(key.certificate.sha256());
+        tx.execute(
+            "INSERT INTO keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![alias, application_id, reference_id, key_id, unique_identifier, thumbprint, key.certificate.der(), wrapped, at, expires_at, kind.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(Some(KeyRecord {
+            alias,
+            application_id: application_id.into(),
+            reference_id: reference_id.into(),
+            key_id,
+            thumbprint,
+            certificate: key.certificate.clone(),
+            generated_at: at,
+            expires_at,
+            kind,
+        }))
+    }
+}
+
+/// The pair's unique identifier for a key made at `at` (spec 6.5): `app_ref_MM-dd-yyyy`, with
+/// a disambiguator (`_2`, `_3`, ...) for a second key of the pair on the same day.
+fn free_unique_identifier(
+    tx: &Transaction<'_>,
+    application_id: &str,
+    reference_id: &str,
+    at: i64,
+) -> Result<String, KmsError> {
+    let date = OffsetDateTime::from_unix_timestamp(at)
+        .map_err(|e| KmsError::Internal(e.to_string()))?
+        .date();
+    let base = format!(
+        "{application_id}_{reference_id}_{:02}-{:02}-{:04}",
+        u8::from(date.month()),
+        date.day(),
+        date.year()
+    );
+    let mut unique_value = base.clone();
+    for n in 2.. {
+        let uid = unique_identifier_of(&unique_value);
+        let taken: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM keys WHERE unique_identifier = ?1",
+            params![uid],
+            |r| r.get(0),
+        )?;
+        if taken == 0 {
+            return Ok(uid);
+        }
+        unique_value = format!("{base}_{n}");
+    }
+    Err(KmsError::Internal("no free unique identifier".into()))
+}
