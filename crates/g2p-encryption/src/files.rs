@@ -30,7 +30,7 @@ fn temporary_sibling(path: &Path, mode: u32) -> io::Result<(File, PathBuf)> {
         let mut suffix = [0u8; 12];
         aws_lc_rs::rand::fill(&mut suffix)
             .map_err(|_| io::Error::other("the system has no randomness"))?;
-        let temp = dir.join(format!(".{name}.{}.tmp", hex_lower(&suffix)));
+        let temp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -47,10 +47,6 @@ fn temporary_sibling(path: &Path, mode: u32) -> io::Result<(File, PathBuf)> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no temporary file name was free")))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Syncs a directory, so that a rename or link in it survives a crash.

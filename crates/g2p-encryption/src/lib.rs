@@ -21,6 +21,7 @@
 //! assert_eq!(b64::decode_lenient("aGVsbG8=").unwrap(), b"hello");
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod b64;
 pub mod cache;

@@ -344,7 +344,11 @@ pub async fn openapi() -> Response {
 
 /// 404 in the API's error format.
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route: the API is POST /v1/encrypt, /v1/decrypt, /v1/sign and /v1/verify; also GET /.well-known/jwks.json, /healthz, /readyz, /metrics and /openapi.json",
+    )
 }
 
 /// 405 in the API's error format.

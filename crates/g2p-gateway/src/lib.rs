@@ -9,6 +9,7 @@
 //! [`app`] builds the router (tests call it without a socket); [`run`] serves it until the
 //! shutdown future completes, letting requests in flight finish.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod auth;

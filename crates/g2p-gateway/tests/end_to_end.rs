@@ -166,7 +166,8 @@ async fn shutdown_lets_requests_in_flight_finish() {
     // A key manager that never answers: requests stay in flight until the provider's 1 s
     // timeout.
     let mut registry = ProviderRegistry::new();
-    registry.insert("slow", Arc::new(common::silent_provider(1).await));
+    let (slow, accepted) = common::silent_provider_signalling(1).await;
+    registry.insert("slow", Arc::new(slow));
     let state = GatewayState::new(registry, ApiKeys::none(), GatewayOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -189,7 +190,8 @@ async fn shutdown_lets_requests_in_flight_finish() {
             )
         }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The request has reached the key manager: it is in flight.
+    accepted.notified().await;
     stop.send(()).unwrap();
     // The request started before the shutdown gets its whole answer.
     let (status, body) = in_flight.await.unwrap();

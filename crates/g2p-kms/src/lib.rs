@@ -8,6 +8,7 @@
 //! * [`server`]: the MOSIP Keymanager REST API and a Keycloak-compatible token endpoint, so an
 //!   OpenG2P deployment (or `KeymanagerProvider`) can use it unchanged.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod error;
 pub mod kek;

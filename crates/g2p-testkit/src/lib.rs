@@ -5,6 +5,7 @@
 //! `g2p-encryption` (it depends on neither), so that a test in which our client talks to
 //! this fake checks our code against a second reading of the spec, not against itself.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 // Test support: failing loudly is the right behaviour here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -35,12 +35,23 @@ pub fn open_gateway(registry: ProviderRegistry, peer: SocketAddr) -> Router {
 
 /// A Keymanager provider whose key manager accepts connections and never answers.
 pub async fn silent_provider(timeout_secs: u64) -> KeymanagerProvider {
+    silent_provider_signalling(timeout_secs).await.0
+}
+
+/// As [`silent_provider`], with a signal given each time the key manager accepts a
+/// connection (a request is then in flight).
+pub async fn silent_provider_signalling(
+    timeout_secs: u64,
+) -> (KeymanagerProvider, Arc<tokio::sync::Notify>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(tokio::sync::Notify::new());
+    let signal = accepted.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
             held.push(stream);
+            signal.notify_one();
         }
     });
     let mut settings = KeymanagerConfig::settings(
@@ -50,5 +61,6 @@ pub async fn silent_provider(timeout_secs: u64) -> KeymanagerProvider {
         "secret",
     );
     settings.api_timeout = Some(timeout_secs);
-    KeymanagerProvider::new(settings.build().unwrap()).unwrap()
+    let provider = KeymanagerProvider::new(settings.build().unwrap()).unwrap();
+    (provider, accepted)
 }
