@@ -17,6 +17,36 @@ pub struct ErrorBody {
     pub description: String,
 }
 
+/// The errors every operation may answer besides its own (documentation only: the answers
+/// themselves are [`crate::ApiError`]s).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum OperationErrors {
+    /// Malformed request
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing or unknown API key
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The key lacks the operation's scope
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The body did not arrive in time
+    #[response(status = 408)]
+    BodyTimeout(ErrorBody),
+    /// Body too large
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The provider is misconfigured (details in the log)
+    #[response(status = 500)]
+    Configuration(ErrorBody),
+    /// The key manager failed
+    #[response(status = 502)]
+    KeyManager(ErrorBody),
+    /// The key manager or the request timed out
+    #[response(status = 504)]
+    Timeout(ErrorBody),
+}
+
 /// `POST /v1/encrypt` and `POST /v1/decrypt`: bytes in, bytes out.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

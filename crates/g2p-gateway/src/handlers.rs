@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use g2p_encryption::{JwkSet, b64};
 
 use crate::api::{
-    DataBatchResponse, DataBody, DataItem, DataResult, ErrorBody, Health, JwksDoc,
+    DataBatchResponse, DataBody, DataItem, DataResult, ErrorBody, Health, JwksDoc, OperationErrors,
     SignBatchResponse, SignBody, SignItem, SignResult, VerifyBatchResponse, VerifyBody, VerifyItem,
     VerifyResult,
 };
@@ -28,15 +28,8 @@ use crate::{GatewayState, JwksDocument};
     request_body = DataBody,
     responses(
         (status = 200, description = "The ciphertext (MOSIP format), or one result per batch item", body = DataResult),
-        (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the encrypt scope", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The key manager refused the data", body = ErrorBody),
-        (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
-        (status = 502, description = "The key manager failed", body = ErrorBody),
-        (status = 504, description = "The key manager or the request timed out", body = ErrorBody),
+        OperationErrors,
     ),
     security(("api_key" = []))
 )]
@@ -64,15 +57,8 @@ pub async fn encrypt(
     request_body = DataBody,
     responses(
         (status = 200, description = "The plaintext, or one result per batch item", body = DataResult),
-        (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the decrypt scope", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The ciphertext does not decrypt", body = ErrorBody),
-        (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
-        (status = 502, description = "The key manager failed", body = ErrorBody),
-        (status = 504, description = "The key manager or the request timed out", body = ErrorBody),
+        OperationErrors,
     ),
     security(("api_key" = []))
 )]
@@ -100,15 +86,8 @@ pub async fn decrypt(
     request_body = SignBody,
     responses(
         (status = 200, description = "The compact JWS, or one result per batch item", body = SignResult),
-        (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the sign scope", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "The key manager refused the data", body = ErrorBody),
-        (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
-        (status = 502, description = "The key manager failed", body = ErrorBody),
-        (status = 504, description = "The key manager or the request timed out", body = ErrorBody),
+        OperationErrors,
     ),
     security(("api_key" = []))
 )]
@@ -136,14 +115,7 @@ pub async fn sign(
     request_body = VerifyBody,
     responses(
         (status = 200, description = "The verdict (valid or not), or one per batch item", body = VerifyResult),
-        (status = 400, description = "Malformed request or token", body = ErrorBody),
-        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the verify scope", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 500, description = "The provider is misconfigured (details in the log)", body = ErrorBody),
-        (status = 502, description = "The key manager failed", body = ErrorBody),
-        (status = 504, description = "The key manager or the request timed out", body = ErrorBody),
+        OperationErrors,
     ),
     security(("api_key" = []))
 )]

@@ -93,6 +93,23 @@ pub(crate) async fn decrypt_one(
     Ok(DataResponse { data })
 }
 
+/// The payload a request gives as JSON (`payload`) or as text (`text`); not both.
+fn payload_or_text(
+    payload: Option<Value>,
+    text: Option<String>,
+    role: &str,
+) -> Result<Option<SignPayload>, ApiError> {
+    match (payload, text) {
+        (Some(value), None) => Ok(Some(SignPayload::Json(value))),
+        (None, Some(text)) => Ok(Some(SignPayload::Text(text))),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("give either payload (JSON) or text {role}, not both"),
+        )),
+    }
+}
+
 pub(crate) async fn sign_one(
     state: &GatewayState,
     batch_provider: Option<String>,
@@ -103,22 +120,12 @@ pub(crate) async fn sign_one(
         request.provider.as_deref(),
         batch_provider.as_deref(),
     )?;
-    let payload = match (request.payload, request.text) {
-        (Some(value), None) => SignPayload::Json(value),
-        (None, Some(text)) => SignPayload::Text(text),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "give either payload (JSON) or text, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "nothing to sign: give payload (JSON) or text",
-            ));
-        }
-    };
+    let payload = payload_or_text(request.payload, request.text, "to sign")?.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_request",
+            "nothing to sign: give payload (JSON) or text",
+        )
+    })?;
     let options = SignOptions {
         include_payload: request.include_payload,
         include_certificate: request.include_certificate,
@@ -151,17 +158,8 @@ pub(crate) async fn verify_one(
         request.provider.as_deref(),
         batch_provider.as_deref(),
     )?;
-    let detached = match (request.payload, request.text) {
-        (Some(value), None) => Some(serde_json::to_vec(&value).unwrap_or_default()),
-        (None, Some(text)) => Some(text.into_bytes()),
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "give either payload (JSON) or text as the detached payload, not both",
-            ));
-        }
-    };
+    let detached = payload_or_text(request.payload, request.text, "as the detached payload")?
+        .map(|payload| payload.to_bytes());
     let started = Instant::now();
     let result = provider.jwt_verify(&request.jws, detached.as_deref()).await;
     let mut response = VerifyResponse {

@@ -191,7 +191,9 @@ async fn shutdown_lets_requests_in_flight_finish() {
         }
     });
     // The request has reached the key manager: it is in flight.
-    accepted.notified().await;
+    tokio::time::timeout(std::time::Duration::from_secs(20), accepted.notified())
+        .await
+        .expect("the request never reached the key manager");
     stop.send(()).unwrap();
     // The request started before the shutdown gets its whole answer.
     let (status, body) = in_flight.await.unwrap();

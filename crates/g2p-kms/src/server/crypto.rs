@@ -16,7 +16,7 @@ use g2p_mosip::timestamp;
 use super::request::{Caller, Crypto, Mosip};
 use super::{ServerState, blocking};
 use crate::error::KmsError;
-use crate::kms::SignSpec;
+use crate::kms::{Kms, SignSpec};
 
 /// `POST /encrypt`.
 pub(super) async fn encrypt(
@@ -24,19 +24,7 @@ pub(super) async fn encrypt(
     _: Caller<Crypto>,
     body: Mosip<CryptomanagerRequest>,
 ) -> Response {
-    body.answer(|r| async move {
-        let (params, data) = crypto_inputs(&r)?;
-        blocking(move || {
-            let out = state
-                .kms
-                .encrypt(&r.application_id, &r.reference_id, &params, &data)?;
-            Ok(CryptomanagerResponse {
-                data: b64::encode_b64u(&out),
-            })
-        })
-        .await
-    })
-    .await
+    body.answer(|r| crypt(state, r, Kms::encrypt)).await
 }
 
 /// `POST /decrypt`.
@@ -45,17 +33,30 @@ pub(super) async fn decrypt(
     _: Caller<Crypto>,
     body: Mosip<CryptomanagerRequest>,
 ) -> Response {
-    body.answer(|r| async move {
-        let (params, data) = crypto_inputs(&r)?;
-        blocking(move || {
-            let out = state
-                .kms
-                .decrypt(&r.application_id, &r.reference_id, &params, &data)?;
-            Ok(CryptomanagerResponse {
-                data: b64::encode_b64u(&out),
-            })
+    body.answer(|r| crypt(state, r, Kms::decrypt)).await
+}
+
+/// A key operation of `/encrypt` or `/decrypt`: application, reference, salt and aad, data.
+type CryptOperation = fn(&Kms, &str, &str, &CipherParams, &[u8]) -> Result<Vec<u8>, KmsError>;
+
+/// Checks a `/encrypt` or `/decrypt` request and runs `operation` on its data.
+async fn crypt(
+    state: ServerState,
+    r: CryptomanagerRequest,
+    operation: CryptOperation,
+) -> Result<CryptomanagerResponse, KmsError> {
+    let (params, data) = crypto_inputs(&r)?;
+    blocking(move || {
+        let out = operation(
+            &state.kms,
+            &r.application_id,
+            &r.reference_id,
+            &params,
+            &data,
+        )?;
+        Ok(CryptomanagerResponse {
+            data: b64::encode_b64u(&out),
         })
-        .await
     })
     .await
 }

@@ -36,6 +36,18 @@ fn certificate_response(record: &KeyRecord) -> KeyPairGenerateResponse {
     }
 }
 
+/// Answers a `GET` with what `op` makes of the query's `applicationId` and `referenceId`.
+async fn for_pair<R: serde::Serialize + Send + 'static>(
+    query: &HashMap<String, String>,
+    op: impl FnOnce(&str, &str) -> Result<R, KmsError> + Send + 'static,
+) -> Response {
+    let result = match query_ids(query) {
+        Err(e) => Err(e),
+        Ok((app, reference)) => blocking(move || op(&app, &reference)).await,
+    };
+    answer_get(result)
+}
+
 fn query_ids(query: &HashMap<String, String>) -> Result<(String, String), KmsError> {
     let app = query
         .get("applicationId")
@@ -55,18 +67,12 @@ pub(super) async fn get_certificate(
     _: Caller<Crypto>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let result = match query_ids(&query) {
-        Err(e) => Err(e),
-        Ok((app, reference)) => {
-            blocking(move || {
-                Ok(certificate_response(
-                    &state.kms.certificate(&app, &reference)?,
-                ))
-            })
-            .await
-        }
-    };
-    answer_get(result)
+    for_pair(&query, move |app, reference| {
+        Ok(certificate_response(
+            &state.kms.certificate(app, reference)?,
+        ))
+    })
+    .await
 }
 
 /// `GET /getAllCertificates`: every certificate of the pair, oldest first.
@@ -75,29 +81,23 @@ pub(super) async fn get_all_certificates(
     _: Caller<Crypto>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let result = match query_ids(&query) {
-        Err(e) => Err(e),
-        Ok((app, reference)) => {
-            blocking(move || {
-                let all = state
-                    .kms
-                    .all_certificates(&app, &reference)?
-                    .into_iter()
-                    .map(|r| CertificateDataResponse {
-                        certificate_data: r.certificate.to_pem(),
-                        issued_at: Some(strict(r.generated_at)),
-                        expiry_at: Some(strict(r.expires_at)),
-                        key_id: r.key_id,
-                    })
-                    .collect();
-                Ok(AllCertificatesResponse {
-                    all_certificates: all,
-                })
+    for_pair(&query, move |app, reference| {
+        let all = state
+            .kms
+            .all_certificates(app, reference)?
+            .into_iter()
+            .map(|r| CertificateDataResponse {
+                certificate_data: r.certificate.to_pem(),
+                issued_at: Some(strict(r.generated_at)),
+                expiry_at: Some(strict(r.expires_at)),
+                key_id: r.key_id,
             })
-            .await
-        }
-    };
-    answer_get(result)
+            .collect();
+        Ok(AllCertificatesResponse {
+            all_certificates: all,
+        })
+    })
+    .await
 }
 
 /// What `generateMasterKey` answers with.
