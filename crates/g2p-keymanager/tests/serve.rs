@@ -345,6 +345,25 @@ async fn bad_gateway_configuration_is_refused_before_listening() {
 }
 
 /// Starts `kms serve` configured with its own clients; returns (process, API base, token URL).
+#[test]
+fn an_address_in_use_is_this_machines_failure_not_the_key_managers() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for args in [
+        vec!["serve", "--listen", &addr],
+        vec!["kms", "serve", "--listen", &addr],
+    ] {
+        let out = command(&args, dir.path()).output().unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}")),
+            "{stderr}"
+        );
+    }
+}
+
 fn start_kms(args: &[&str], data_dir: &std::path::Path) -> (Child, String, String) {
     let (child, mut stdout) = spawn(args, data_dir);
     let mut lines = Vec::new();
