@@ -44,7 +44,6 @@ struct EncryptionKey {
 struct KeySets {
     all: JwkSet,
     sign: VerificationKeys,
-    sign_certificates: Vec<Vec<u8>>,
 }
 
 /// Encrypts, decrypts, signs and verifies through a MOSIP Keymanager.
@@ -294,16 +293,10 @@ impl KeymanagerProvider {
         let mut all = self.keys_of(enc_app, enc_ref, KeyUse::Enc).await?;
         let verification = VerificationKeys::from_jwks(&sign)
             .map_err(|e| invalid_response(&self.client, "getAllCertificates", e.to_string()))?;
-        let sign_certificates = sign
-            .keys
-            .iter()
-            .filter_map(|k| k.certificate_der().ok().flatten())
-            .collect();
         all.extend(sign);
         let sets = KeySets {
             all,
             sign: verification,
-            sign_certificates,
         };
         Ok((sets, config.jwks_ttl))
     }
@@ -332,26 +325,14 @@ impl KeymanagerProvider {
         token: UnverifiedJws,
         detached_payload: Option<&[u8]>,
     ) -> Result<VerifiedJws, Error> {
-        // /jwtVerify trusts a certificate carried in the token (spec 5.3): only accept
-        // certificates that are the Keymanager's own.
-        if let Some(chain) = &token.header().x5c {
-            let der = chain
-                .first()
-                .and_then(|c| b64::decode_lenient(c).ok())
-                .ok_or(Error::InvalidSignature(
-                    SignatureError::UntrustedCertificate,
-                ))?;
-            let known = |sets: &KeySets| sets.sign_certificates.contains(&der);
-            let sets = self.key_sets().await?;
-            if !known(&sets)
-                && !self
-                    .refetch_key_sets(&sets)
-                    .await?
-                    .is_some_and(|sets| known(&sets))
-            {
-                return Err(Error::InvalidSignature(
-                    SignatureError::UntrustedCertificate,
-                ));
+        // /jwtVerify trusts a certificate carried in the token (spec 5.3): a key the header
+        // names (`kid`, `x5c`, `x5t#S256`) must be one of the signing keys, checked here
+        // (once more after a refetch, in case the Keymanager rotated).
+        let sets = self.key_sets().await?;
+        if let Err(refused) = token.check_named_key(&sets.sign) {
+            match self.refetch_key_sets(&sets).await? {
+                Some(sets) => token.check_named_key(&sets.sign)?,
+                None => return Err(refused),
             }
         }
         let (app, reference) = self.client.config().sign_ids();

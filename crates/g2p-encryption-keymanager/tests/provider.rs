@@ -380,6 +380,27 @@ async fn a_foreign_certificate_fails_local_verification() {
 }
 
 #[tokio::test]
+async fn verification_never_crosses_applications_in_remote_mode() {
+    // /jwtVerify would verify against whatever key the token names; a kid or certificate hash
+    // that is not one of the signing keys is refused here, without asking.
+    let fake = FakeKeymanager::start().await;
+    fake.current_key("ID_REPO", "");
+    let other = fake.current_key_id("REGISTRATION", "");
+    let intruder = TestKey::generate("intruder");
+    let p = provider_with(&fake, |s| s.verify_mode = Some(VerifyMode::Remote));
+    for header in [
+        json!({"alg": "RS256", "kid": other}),
+        json!({"alg": "RS256", "kid": "made-up"}),
+        json!({"alg": "RS256", "x5t#S256": b64u(&intruder.thumbprint())}),
+    ] {
+        let token = jose::sign(&intruder, &header, b"{}", false);
+        let e = p.jwt_verify(&token, None).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused, "{header}: {e}");
+    }
+    assert_eq!(fake.calls("jwtVerify"), 0);
+}
+
+#[tokio::test]
 async fn remote_verification_uses_jwt_verify() {
     let fake = FakeKeymanager::start().await;
     let p = provider_with(&fake, |s| s.verify_mode = Some(VerifyMode::Remote));

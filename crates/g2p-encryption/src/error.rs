@@ -73,6 +73,8 @@ pub enum SignatureError {
     UntrustedCertificate,
     /// No trusted key fits the token (no `kid`, no certificate, no signing key).
     NoKey,
+    /// The certificate of the key that fits is not valid now (expired, or not yet valid).
+    OutsideValidity,
     /// The `alg` is not RS256 or PS256.
     UnsupportedAlgorithm(String),
     /// A detached JWS was given without its payload.
@@ -90,6 +92,9 @@ impl fmt::Display for SignatureError {
                 f.write_str("certificate in the header is not one of the key manager's")
             }
             SignatureError::NoKey => f.write_str("no trusted key matches the token"),
+            SignatureError::OutsideValidity => {
+                f.write_str("the signing key's certificate is not valid now")
+            }
             SignatureError::UnsupportedAlgorithm(alg) => {
                 write!(
                     f,

@@ -268,7 +268,8 @@ impl UnverifiedJws {
     }
 
     /// Verifies against prepared keys, pinned to them: a token whose `kid` is unknown, or
-    /// whose `x5c` / `x5t#S256` names a certificate outside the set, is refused.
+    /// whose `x5c` / `x5t#S256` names a certificate outside the set, is refused, and so is one
+    /// whose key's certificate is not valid now.
     ///
     /// # Errors
     /// [`Error::InvalidSignature`] with the check that refused the token;
@@ -277,7 +278,14 @@ impl UnverifiedJws {
         let alg = self.header.alg;
         self.check_crit()?;
         let input = self.signing_input().map_err(Error::InvalidSignature)?;
-        let candidates = self.candidates(keys).map_err(Error::InvalidSignature)?;
+        let mut candidates = self.candidates(keys).map_err(Error::InvalidSignature)?;
+        // A key counts only while its certificate is valid, as the Keymanager's /jwtVerify
+        // has it (KER-JWS-107).
+        let now = crate::clock::Clock::system().unix_seconds();
+        candidates.retain(|k| k.valid_at(now));
+        if candidates.is_empty() {
+            return Err(Error::InvalidSignature(SignatureError::OutsideValidity));
+        }
         for key in candidates {
             if key.verify(alg, &input, &self.signature) {
                 return Ok(VerifiedJws {
@@ -288,6 +296,19 @@ impl UnverifiedJws {
             }
         }
         Err(Error::InvalidSignature(SignatureError::Mismatch))
+    }
+
+    /// Checks, without verifying the signature, that the keys the header names (`kid`, `x5c`,
+    /// `x5t#S256`) are among `keys`: for a token about to be sent to a remote verifier that
+    /// would trust a key the header brings along.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSignature`] with [`SignatureError::UnknownKey`] or
+    /// [`SignatureError::UntrustedCertificate`].
+    pub fn check_named_key(&self, keys: &VerificationKeys) -> Result<(), Error> {
+        self.candidates(keys)
+            .map(|_| ())
+            .map_err(Error::InvalidSignature)
     }
 
     /// Accepts the token on the word of a remote verifier (the Keymanager's `/jwtVerify`).
@@ -428,11 +449,18 @@ struct TrustedKey {
     kid: Option<String>,
     cert_der: Option<Vec<u8>>,
     cert_sha256: Option<[u8; 32]>,
+    /// The certificate's notBefore and notAfter (Unix seconds), when the key has one.
+    validity: Option<(i64, i64)>,
     rs256: ParsedPublicKey,
     ps256: ParsedPublicKey,
 }
 
 impl TrustedKey {
+    fn valid_at(&self, now: i64) -> bool {
+        self.validity
+            .is_none_or(|(not_before, not_after)| not_before <= now && now <= not_after)
+    }
+
     fn verify(&self, alg: Alg, input: &[u8], sig: &[u8]) -> bool {
         let key = match alg {
             Alg::Rs256 => &self.rs256,
@@ -452,6 +480,7 @@ impl VerificationKeys {
         for jwk in set.keys.iter().filter(|k| k.key_use != Some(KeyUse::Enc)) {
             let (n, e) = jwk.rsa_components()?;
             let cert_der = jwk.certificate_der()?;
+            let mut validity = None;
             if let Some(der) = &cert_der {
                 let cert = CertificateInfo::from_der(der)?;
                 if cert.modulus() != n.as_slice() || cert.exponent() != e.as_slice() {
@@ -460,6 +489,7 @@ impl VerificationKeys {
                         jwk.kid
                     )));
                 }
+                validity = Some((cert.not_before(), cert.not_after()));
             }
             let components = RsaPublicKeyComponents { n: &n, e: &e };
             let parse = |alg| {
@@ -474,6 +504,7 @@ impl VerificationKeys {
                 kid: jwk.kid.clone(),
                 cert_sha256: cert_der.as_ref().map(|d| sha256(d)),
                 cert_der,
+                validity,
                 rs256: parse(&RSA_PKCS1_2048_8192_SHA256)?,
                 ps256: parse(&RSA_PSS_2048_8192_SHA256)?,
             });

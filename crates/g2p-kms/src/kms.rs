@@ -188,9 +188,11 @@ impl Kms {
         )
     }
 
-    /// Verifies a compact JWS (spec 5.3), strictly: a certificate in the header counts only
-    /// if this key manager holds it; otherwise the key named by `kid`; otherwise the given
-    /// PEM; otherwise the current key of the pair. Returns whether the signature is valid.
+    /// Verifies a compact JWS (spec 5.3), strictly and within the requested pair (blank
+    /// application: `KERNEL`/`SIGN`): a certificate (`x5c`), certificate hash (`x5t#S256`) or
+    /// key id (`kid`) in the header counts only if it is one of the pair's keys, current or
+    /// older (a partner certificate uploaded under the pair included); without any, the given
+    /// PEM, else the pair's current key. Returns whether the signature is valid.
     ///
     /// # Errors
     /// KER-JWS-106 (not a JWS), KER-JWS-107 (certificate outside its validity), KER-KMS-013
@@ -207,8 +209,12 @@ impl Kms {
             Some(parsed) => parsed,
             None => return Ok(false),
         };
-        let Some(certificate) =
-            self.verification_certificate(&parsed, application_id, reference_id, certificate_pem)?
+        let pair = if application_id.trim().is_empty() {
+            ("KERNEL", "SIGN")
+        } else {
+            (application_id, reference_id)
+        };
+        let Some(certificate) = self.verification_certificate(&parsed, pair, certificate_pem)?
         else {
             return Ok(false);
         };
@@ -233,38 +239,23 @@ impl Kms {
         }
     }
 
-    /// The certificate a token is checked against: the one its `x5c` or `x5t#S256` names,
-    /// else its `kid`'s, else the given PEM, else the pair's current one. `None` when the
-    /// token names a certificate or key this key manager does not hold.
+    /// The certificate a token is checked against: the pair's key its `x5c`, `x5t#S256` or
+    /// `kid` names, else the given PEM, else the pair's current one. `None` when the header
+    /// names a key that is not one of the pair's.
     fn verification_certificate(
         &self,
         parsed: &UnverifiedJws,
-        application_id: &str,
-        reference_id: &str,
+        (app, reference): (&str, &str),
         certificate_pem: Option<&str>,
     ) -> Result<Option<CertificateInfo>, KmsError> {
         let h = parsed.header();
-        let held = |record: Option<KeyRecord>| record.map(|r| r.certificate);
-        if let Some(chain) = &h.x5c {
-            let Some(der) = chain.first().and_then(|c| b64::decode_lenient(c).ok()) else {
-                return Ok(None);
-            };
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
-            return Ok(held(
-                self.store
-                    .record_by_thumbprint(&hex::encode_upper(digest.as_ref()))?,
-            ));
-        }
-        if let Some(hash) = &h.x5t_s256 {
-            let Ok(bytes) = b64::decode_b64u(hash) else {
-                return Ok(None);
-            };
-            return Ok(held(
-                self.store.record_by_thumbprint(&hex::encode_upper(bytes))?,
-            ));
-        }
-        if let Some(kid) = &h.kid {
-            return Ok(held(self.store.record_by_key_id(kid)?));
+        let named = h.x5c.is_some() || h.x5t_s256.is_some() || h.kid.is_some();
+        if named {
+            let keys = self.store.all(app, reference)?;
+            return Ok(keys
+                .into_iter()
+                .find(|record| names_record(h, record))
+                .map(|record| record.certificate));
         }
         if let Some(pem) = certificate_pem.filter(|p| !p.trim().is_empty()) {
             return CertificateInfo::from_pem(pem).map(Some).map_err(|e| {
@@ -274,11 +265,6 @@ impl Kms {
                 )
             });
         }
-        let (app, reference) = if application_id.trim().is_empty() {
-            ("KERNEL", "SIGN")
-        } else {
-            (application_id, reference_id)
-        };
         Ok(Some(
             self.store
                 .current_key(app, reference, now())?
@@ -349,4 +335,20 @@ fn parse_for_verification(
         ));
     }
     Ok(Some(parsed))
+}
+
+/// Whether the header's key reference points at `record`: its certificate (`x5c`) if it
+/// carries one, else its certificate hash (`x5t#S256`), else its key id (`kid`).
+fn names_record(header: &JwsHeader, record: &KeyRecord) -> bool {
+    let certificate = &record.certificate;
+    if let Some(chain) = &header.x5c {
+        return chain
+            .first()
+            .and_then(|c| b64::decode_lenient(c).ok())
+            .is_some_and(|der| der == certificate.der());
+    }
+    if let Some(hash) = &header.x5t_s256 {
+        return b64::decode_b64u(hash).is_ok_and(|bytes| bytes == certificate.sha256());
+    }
+    header.kid.as_ref().is_some_and(|kid| *kid == record.key_id)
 }

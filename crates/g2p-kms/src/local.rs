@@ -15,6 +15,7 @@ use g2p_mosip::cipher::CipherParams;
 
 use crate::error::KmsError;
 use crate::kms::{Kms, SignSpec};
+use crate::store::KeyKind;
 
 /// Which keys a [`LocalProvider`] uses; the same ids, salt and aad as a Keymanager provider.
 #[derive(Clone)]
@@ -178,11 +179,14 @@ impl LocalProvider {
         &self.kms
     }
 
+    /// The pair's own keys as JWKs; partner certificates uploaded under the pair are not
+    /// this key manager's keys and are left out.
     fn jwk_set(kms: &Kms, app: &str, reference: &str, key_use: KeyUse) -> Result<JwkSet, KmsError> {
         Ok(JwkSet {
             keys: kms
                 .all_certificates(app, reference)?
                 .iter()
+                .filter(|r| r.kind != KeyKind::Partner)
                 .map(|r| Jwk::from_certificate(&r.certificate, Some(r.key_id.clone()), key_use))
                 .collect(),
         })

@@ -340,17 +340,20 @@ async fn server_follows_the_spec_checks() {
     )
     .await;
     assert_eq!(r["response"]["signatureValid"], false);
-    // An uploaded partner certificate makes the partner's signatures verify.
+    // An uploaded partner certificate makes the partner's signatures verify, for the pair
+    // it was uploaded under and no other.
     let admin = call(base, Some(&t), "uploadOtherDomainCertificate", json!({"applicationId": "ID_REPO", "referenceId": "PARTNER_BANK", "certificateData": intruder.cert_pem()})).await;
     assert!(admin.1["errors"].is_null(), "{}", admin.1);
-    let (_, r) = call(
-        base,
-        Some(&t),
-        "jwtVerify",
-        json!({"jwtSignatureData": forged, "applicationId": "ID_REPO", "referenceId": ""}),
-    )
-    .await;
-    assert_eq!(r["response"]["signatureValid"], true);
+    for (reference, valid) in [("PARTNER_BANK", true), ("", false)] {
+        let (_, r) = call(
+            base,
+            Some(&t),
+            "jwtVerify",
+            json!({"jwtSignatureData": forged, "applicationId": "ID_REPO", "referenceId": reference}),
+        )
+        .await;
+        assert_eq!(r["response"]["signatureValid"], valid, "{reference:?}");
+    }
 
     // Auth: no token, a bad token, a Bearer header, and a missing role.
     let (s, r) = call(base, None, "encrypt", json!({})).await;

@@ -1,0 +1,120 @@
+//! Regression tests of the security review, each named after the defect it closes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use g2p_encryption::{EncryptionProvider, Error, SignOptions, SignPayload, SignatureError};
+use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, SignSpec, StoreOptions};
+use g2p_testkit::{TestKey, b64u, jose};
+use serde_json::json;
+
+fn open(dir: &std::path::Path) -> Arc<Kms> {
+    Arc::new(Kms::open(dir, Kek::load(dir, None).unwrap(), StoreOptions::default()).unwrap())
+}
+
+fn sign(kms: &Kms, app: &str, reference: &str, certificate: bool) -> String {
+    kms.sign(&SignSpec {
+        application_id: app,
+        reference_id: reference,
+        payload: br#"{"amount":150}"#,
+        include_payload: true,
+        include_certificate: certificate,
+        include_cert_hash: false,
+        certificate_url: None,
+        algorithm: g2p_encryption::Alg::Rs256,
+        b64: true,
+    })
+    .unwrap()
+}
+
+#[test]
+fn verification_never_crosses_applications() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = open(dir.path());
+    // Our own key of another application: by kid, and carrying its certificate.
+    for with_certificate in [false, true] {
+        let token = sign(&kms, "REGISTRATION", "", with_certificate);
+        assert!(kms.verify(&token, None, "REGISTRATION", "", None).unwrap());
+        assert!(
+            !kms.verify(&token, None, "ID_REPO", "", None).unwrap(),
+            "a REGISTRATION token verified as ID_REPO (certificate: {with_certificate})"
+        );
+    }
+    // A partner's certificate uploaded under another application.
+    let partner = TestKey::generate("partner");
+    kms.store()
+        .upload_partner_certificate("PARTNER_APP", "", &partner.cert_pem())
+        .unwrap();
+    let header =
+        json!({"alg": "RS256", "x5c": [g2p_encryption::b64::encode_b64(partner.cert_der())]});
+    let token = jose::sign(&partner, &header, br#"{"amount":150}"#, false);
+    assert!(kms.verify(&token, None, "PARTNER_APP", "", None).unwrap());
+    assert!(!kms.verify(&token, None, "ID_REPO", "", None).unwrap());
+    // The same by certificate hash.
+    let header = json!({"alg": "RS256", "x5t#S256": b64u(&partner.thumbprint())});
+    let token = jose::sign(&partner, &header, br#"{"amount":150}"#, false);
+    assert!(kms.verify(&token, None, "PARTNER_APP", "", None).unwrap());
+    assert!(!kms.verify(&token, None, "ID_REPO", "", None).unwrap());
+}
+
+#[tokio::test]
+async fn local_verification_trusts_no_partner_certificate_as_its_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = open(dir.path());
+    let provider = LocalProvider::new(kms.clone(), LocalSettings::default());
+    // A partner certificate uploaded under the provider's own signing pair.
+    let partner = TestKey::generate("partner");
+    let record = kms
+        .store()
+        .upload_partner_certificate("ID_REPO", "", &partner.cert_pem())
+        .unwrap();
+    for header in [
+        json!({"alg": "RS256", "kid": record.key_id}),
+        json!({"alg": "RS256", "x5c": [g2p_encryption::b64::encode_b64(partner.cert_der())]}),
+    ] {
+        let token = jose::sign(&partner, &header, br#"{"amount":150}"#, false);
+        let refused = provider.jwt_verify(&token, None).await.unwrap_err();
+        assert!(
+            matches!(refused, Error::InvalidSignature(_)),
+            "{header}: {refused}"
+        );
+    }
+    // Its own tokens still verify.
+    let own = provider
+        .jwt_sign(
+            &SignPayload::Json(json!({"amount": 150})),
+            &SignOptions::default(),
+        )
+        .await
+        .unwrap();
+    provider.jwt_verify(&own, None).await.unwrap();
+}
+
+#[test]
+fn local_verification_refuses_keys_outside_their_validity() {
+    let expired = TestKey::generate_with_validity("old", -30, -1);
+    let set = g2p_encryption::JwkSet {
+        keys: vec![g2p_encryption::Jwk::from_certificate(
+            &g2p_encryption::cert::CertificateInfo::from_der(expired.cert_der()).unwrap(),
+            Some("old".into()),
+            g2p_encryption::KeyUse::Sig,
+        )],
+    };
+    let token = jose::sign(
+        &expired,
+        &json!({"alg": "RS256", "kid": "old"}),
+        b"{}",
+        false,
+    );
+    let refused = g2p_encryption::UnverifiedJws::parse(&token)
+        .unwrap()
+        .verify(&set)
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::InvalidSignature(SignatureError::OutsideValidity)
+        ),
+        "{refused}"
+    );
+}
