@@ -268,6 +268,25 @@ impl Config {
             .map_err(|e| error::invalid(e, &[name], &self.figment))
     }
 
+    /// The `(application, reference)` pairs the configured providers encrypt and sign with
+    /// (as they would be built, without the environment).
+    pub fn provider_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        for name in self.file.providers.keys() {
+            match self.settings_of(name, false) {
+                Ok(ProviderSettings::Keymanager(settings)) => pairs.extend(settings.key_pairs()),
+                Ok(ProviderSettings::Local(table)) => {
+                    if let Ok(s) = table.build() {
+                        pairs.push((s.encrypt_application_id, s.encrypt_reference_id));
+                        pairs.push((s.sign_application_id, s.sign_reference_id));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        pairs
+    }
+
     /// The names of the configured providers.
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
         self.file.providers.keys().map(String::as_str)

@@ -146,7 +146,30 @@ impl std::fmt::Debug for KeymanagerSettings {
     }
 }
 
+/// The encryption application when none is set.
+pub const DEFAULT_ENCRYPT_APPLICATION_ID: &str = "REGISTRATION";
+/// The encryption reference when none is set.
+pub const DEFAULT_ENCRYPT_REFERENCE_ID: &str = "ENCRYPT";
+/// The signing application when none is set (its master key signs: reference `""`).
+pub const DEFAULT_SIGN_APPLICATION_ID: &str = "ID_REPO";
+
 impl KeymanagerSettings {
+    /// The `(application, reference)` pairs these settings encrypt and sign with, defaults
+    /// applied.
+    pub fn key_pairs(&self) -> [(String, String); 2] {
+        let or = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.into());
+        [
+            (
+                or(&self.encrypt_application_id, DEFAULT_ENCRYPT_APPLICATION_ID),
+                or(&self.encrypt_reference_id, DEFAULT_ENCRYPT_REFERENCE_ID),
+            ),
+            (
+                or(&self.sign_application_id, DEFAULT_SIGN_APPLICATION_ID),
+                or(&self.sign_reference_id, ""),
+            ),
+        ]
+    }
+
     /// Validates and applies defaults.
     ///
     /// # Errors
@@ -171,19 +194,22 @@ impl KeymanagerSettings {
         let encrypt_application_id = non_empty(
             "encrypt_application_id",
             self.encrypt_application_id,
-            "REGISTRATION",
+            DEFAULT_ENCRYPT_APPLICATION_ID,
         )?;
         let encrypt_reference_id = self
             .encrypt_reference_id
-            .unwrap_or_else(|| "ENCRYPT".into());
+            .unwrap_or_else(|| DEFAULT_ENCRYPT_REFERENCE_ID.into());
         if encrypt_reference_id.trim().is_empty() {
             // The Keymanager refuses to encrypt with a master key (KER-CRY-011).
             return Err(KeymanagerError::Configuration(
                 "encrypt_reference_id must not be empty: the Keymanager does not encrypt with an application's master key".into(),
             ));
         }
-        let sign_application_id =
-            non_empty("sign_application_id", self.sign_application_id, "ID_REPO")?;
+        let sign_application_id = non_empty(
+            "sign_application_id",
+            self.sign_application_id,
+            DEFAULT_SIGN_APPLICATION_ID,
+        )?;
         let cipher_params =
             CipherParams::from_b64u(self.encrypt_salt.as_deref(), self.encrypt_aad.as_deref())
                 .map_err(|e| KeymanagerError::Configuration(format!("encrypt_{e}")))?;

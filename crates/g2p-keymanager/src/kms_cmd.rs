@@ -78,6 +78,11 @@ pub struct ServeArgs {
     /// with KER-KMS-002 (also `[kms] admit_unknown_applications`).
     #[arg(long)]
     pub admit_unknown_applications: bool,
+    /// Let crypto calls make keys for references the configuration does not declare, as the
+    /// MOSIP Keymanager does (ids checked, key generation rate-limited; also
+    /// `[kms] admit_unknown_references`).
+    #[arg(long)]
+    pub admit_unknown_references: bool,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -143,8 +148,13 @@ fn rfc3339(t: i64) -> String {
 async fn serve_command(args: &ServeArgs, config: &Config) -> Result<(), Failure> {
     let mut table = config.kms().clone();
     table.admit_unknown_applications |= args.admit_unknown_applications;
+    table.admit_unknown_references |= args.admit_unknown_references;
     let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
     let kms = Arc::new(table.open(&dir, env)?);
+    // The pairs the configured providers use may have keys made on first use.
+    for (app, reference) in config.provider_pairs() {
+        kms.declare(&app, &reference);
+    }
     let mut clients = table.clients();
     for spec in &args.clients {
         clients.push(Client::parse(spec).map_err(Failure::usage)?);

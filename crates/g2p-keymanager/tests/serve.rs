@@ -402,6 +402,9 @@ async fn kms_serve_and_keys_follow_the_configuration_file() {
 realm = "g2p"
 clients = [{ id = "svc", secret = "svc-secret" }]
 
+[kms.references]
+SOCIAL_REGISTRY = ["ENCRYPT"]
+
 [kms.policies.SOCIAL_REGISTRY]
 validity_days = 730
 pre_expire_days = 30
@@ -475,7 +478,8 @@ pre_expire_days = 30
     );
     assert_eq!(list(&data), 2);
 
-    // Unknown applications admitted on request; old data still opens after the rotation.
+    // Unknown applications and references admitted on request; old data still opens after
+    // the rotation.
     let (child, api, auth) = start_kms(
         &[
             "kms",
@@ -485,6 +489,7 @@ pre_expire_days = 30
             "--listen",
             "127.0.0.1:0",
             "--admit-unknown-applications",
+            "--admit-unknown-references",
         ],
         &data,
     );

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::error::KmsError;
 use crate::kek::Kek;
-use crate::store::{KeyKind, KeyRecord, KeyStore, StoreOptions};
+use crate::store::{KeyKind, KeyRecord, KeyStore, Minting, StoreOptions};
 
 /// What to sign and how.
 #[derive(Debug, Clone)]
@@ -274,18 +274,38 @@ impl Kms {
         ))
     }
 
-    /// The current certificate of `(app, ref)`, generating the key when none is current.
+    /// Lets crypto calls make keys for `(app, ref)` (see [`crate::store::Minting`]).
+    pub fn declare(&self, application_id: &str, reference_id: &str) {
+        self.store.declare(application_id, reference_id);
+    }
+
+    /// The current certificate of `(app, ref)` for a crypto call (`getCertificate`), the key
+    /// made when none is current and the pair may have one (see [`crate::store::Minting`]).
     ///
     /// # Errors
-    /// Key policy errors.
+    /// KER-KMS-026 for an undeclared pair; key policy errors.
     pub fn certificate(
         &self,
         application_id: &str,
         reference_id: &str,
     ) -> Result<KeyRecord, KmsError> {
+        self.certificate_for(application_id, reference_id, Minting::OnUse)
+    }
+
+    /// The current certificate of `(app, ref)`, made when none is current as `minting`
+    /// allows (the administrator's `generateMasterKey` makes any pair's).
+    ///
+    /// # Errors
+    /// As [`Kms::certificate`].
+    pub fn certificate_for(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        minting: Minting,
+    ) -> Result<KeyRecord, KmsError> {
         Ok(self
             .store
-            .current_key(application_id, reference_id, now())?
+            .current_key_for(application_id, reference_id, now(), minting)?
             .record
             .clone())
     }

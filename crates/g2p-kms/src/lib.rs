@@ -26,4 +26,4 @@ pub use kms::{Kms, SignSpec};
 pub use local::{LocalProvider, LocalProviderSettings, LocalSettings};
 pub use policy::{KeyPolicy, Policies};
 pub use settings::{ClientSettings, KmsSettings};
-pub use store::{CsrSubject, KeyKind, KeyRecord, KeyStore, StoreOptions};
+pub use store::{CsrSubject, KeyKind, KeyRecord, KeyStore, Minting, StoreOptions};

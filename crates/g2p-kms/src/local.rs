@@ -132,8 +132,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl LocalProvider {
-    /// A provider over `kms` with these key settings.
+    /// A provider over `kms` with these key settings; its two pairs are declared to the key
+    /// manager, which then makes their keys on first use.
     pub fn new(kms: Arc<Kms>, settings: LocalSettings) -> Self {
+        kms.declare(
+            &settings.encrypt_application_id,
+            &settings.encrypt_reference_id,
+        );
+        kms.declare(&settings.sign_application_id, &settings.sign_reference_id);
         LocalProvider {
             kms,
             settings: Arc::new(settings),

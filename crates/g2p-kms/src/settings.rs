@@ -8,6 +8,9 @@
 //! admit_unknown_applications = false
 //! clients = [{ id = "openg2p-admin-client", secret = "...", roles = ["KEY_MAKER"] }]
 //!
+//! [kms.references]
+//! RESIDENT = ["ENCRYPT"]
+//!
 //! [kms.policies.SOCIAL_REGISTRY]
 //! validity_days = 730
 //! pre_expire_days = 30
@@ -55,6 +58,17 @@ pub struct KmsSettings {
     /// Applications whose master keys are made at first start (default REGISTRATION, ID_REPO,
     /// KERNEL, OPENG2P).
     pub initial_applications: Option<Vec<String>>,
+    /// References, by application, whose keys crypto calls may make on first use, besides
+    /// the defaults (`REGISTRATION` `ENCRYPT`, `ID_REPO` `""`, `KERNEL` `SIGN`) and the
+    /// pairs the configured providers use: `[kms.references] RESIDENT = ["ENCRYPT"]`.
+    #[serde(default)]
+    pub references: BTreeMap<String, Vec<String>>,
+    /// Let crypto calls make keys for any other pair too (ids checked, rate-limited), as the
+    /// MOSIP Keymanager does.
+    #[serde(default)]
+    pub admit_unknown_references: bool,
+    /// Most keys made per minute for undeclared pairs (default 30).
+    pub undeclared_keys_per_minute: Option<u32>,
 }
 
 /// One client of the token endpoint. `Debug` shows no secret.
@@ -104,6 +118,15 @@ impl KmsSettings {
         }
         if let Some(apps) = &self.initial_applications {
             options.initial_applications = apps.clone();
+        }
+        for (app, references) in &self.references {
+            for reference in references {
+                options.declared.insert((app.clone(), reference.clone()));
+            }
+        }
+        options.admit_unknown_references = self.admit_unknown_references;
+        if let Some(n) = self.undeclared_keys_per_minute {
+            options.undeclared_keys_per_minute = n;
         }
         Ok(options)
     }

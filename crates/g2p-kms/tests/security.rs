@@ -118,3 +118,80 @@ fn local_verification_refuses_keys_outside_their_validity() {
         "{refused}"
     );
 }
+
+fn open_with(dir: &std::path::Path, options: StoreOptions) -> Arc<Kms> {
+    Arc::new(Kms::open(dir, Kek::load(dir, None).unwrap(), options).unwrap())
+}
+
+#[test]
+fn no_key_is_minted_by_a_crypto_call_unless_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = open(dir.path());
+    let count = || kms.store().list().unwrap().len();
+    let params = g2p_mosip::cipher::CipherParams::default();
+    let before = count();
+    // Declared by default: REGISTRATION/ENCRYPT. Anything else is refused, naming the pair.
+    kms.encrypt("REGISTRATION", "ENCRYPT", &params, b"x")
+        .unwrap();
+    let made = count();
+    for (app, reference) in [("REGISTRATION", "UNSEEN"), ("ID_REPO", "X1")] {
+        let e = kms.encrypt(app, reference, &params, b"x").unwrap_err();
+        assert_eq!(e.code(), g2p_mosip::KerCode::Kms026, "{e}");
+        assert!(e.message().contains(&format!("{app}/{reference}")), "{e}");
+        let e = kms.certificate(app, reference).unwrap_err();
+        assert_eq!(e.code(), g2p_mosip::KerCode::Kms026, "{e}");
+    }
+    // An unknown application is named as such.
+    let e = kms.certificate("NO_SUCH_APP", "").unwrap_err();
+    assert_eq!(e.code(), g2p_mosip::KerCode::Kms002, "{e}");
+    assert_eq!(count(), made, "a refused call made a key");
+    assert!(made > before);
+    // ROOT with a reference is never a second CA, even for the administrator.
+    let e = kms
+        .certificate_for("ROOT", "EXTRA", g2p_kms::Minting::Admin)
+        .unwrap_err();
+    assert_eq!(e.code(), g2p_mosip::KerCode::Kms016, "{e}");
+    // The administrator's path, and a declaration, make keys.
+    kms.certificate_for("ID_REPO", "X1", g2p_kms::Minting::Admin)
+        .unwrap();
+    kms.declare("REGISTRATION", "UNSEEN");
+    kms.encrypt("REGISTRATION", "UNSEEN", &params, b"x")
+        .unwrap();
+    assert_eq!(count(), made + 2);
+
+    // Admitted on request: ids checked, ROOT/KERNEL/PARTNER refused, generation bounded.
+    let dir = tempfile::tempdir().unwrap();
+    let kms = open_with(
+        dir.path(),
+        StoreOptions {
+            admit_unknown_references: true,
+            undeclared_keys_per_minute: 2,
+            ..StoreOptions::default()
+        },
+    );
+    let bad = kms
+        .encrypt("REGISTRATION", "no spaces", &params, b"x")
+        .unwrap_err();
+    assert_eq!(bad.code(), g2p_mosip::KerCode::Kms005, "{bad}");
+    let long = "R".repeat(65);
+    let bad = kms
+        .encrypt("REGISTRATION", &long, &params, b"x")
+        .unwrap_err();
+    assert_eq!(bad.code(), g2p_mosip::KerCode::Kms005, "{bad}");
+    for app in ["ROOT", "KERNEL", "PARTNER"] {
+        let e = kms.certificate(app, "ENC").unwrap_err();
+        assert!(
+            matches!(
+                e.code(),
+                g2p_mosip::KerCode::Kms016 | g2p_mosip::KerCode::Kms002
+            ),
+            "{app}: {e}"
+        );
+    }
+    kms.encrypt("REGISTRATION", "A", &params, b"x").unwrap();
+    kms.encrypt("REGISTRATION", "B", &params, b"x").unwrap();
+    let e = kms.encrypt("REGISTRATION", "C", &params, b"x").unwrap_err();
+    assert!(e.message().contains("in a minute"), "{e}");
+    // A pair that has keys is not held back by the limit.
+    kms.encrypt("REGISTRATION", "A", &params, b"y").unwrap();
+}

@@ -18,7 +18,7 @@ use super::request::{Admin, Caller, Crypto, Mosip};
 use super::{ServerState, answer_get, blocking};
 use crate::error::KmsError;
 use crate::kms::Kms;
-use crate::store::{CsrSubject, KeyRecord};
+use crate::store::{CsrSubject, KeyRecord, Minting};
 
 fn strict(t: i64) -> String {
     OffsetDateTime::from_unix_timestamp(t)
@@ -155,7 +155,7 @@ fn master_key_response(
     let record = if r.force == Some(true) {
         kms.store().rotate(&r.application_id, reference)?
     } else {
-        kms.certificate(&r.application_id, reference)?
+        kms.certificate_for(&r.application_id, reference, Minting::Admin)?
     };
     let mut response = certificate_response(&record);
     if object_type == ObjectType::Csr {

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::certs::{certificate_params, generate_pkcs8, rcgen_key};
 use super::record::load_private;
-use super::{KeyKind, KeyRecord, KeyStore, LoadedKey, SECONDS_PER_DAY, random_alias};
+use super::{KeyKind, KeyRecord, KeyStore, LoadedKey, Minting, SECONDS_PER_DAY, random_alias};
 use crate::error::KmsError;
 
 /// A key just made, not yet stored.
@@ -33,13 +33,8 @@ impl KeyStore {
         at: i64,
     ) -> Result<Arc<LoadedKey>, KmsError> {
         let kind = KeyKind::of(application_id, reference_id);
-        let policy = self.policies.get(application_id).ok_or_else(|| {
-            KmsError::ker_with(
-                KerCode::Kms002,
-                format!("{} ({application_id})", KerCode::Kms002.message()),
-            )
-        })?;
-        let issuer = self.issuer_of(kind, application_id, at)?;
+        let policy = self.policy_of(application_id)?;
+        let issuer = self.issuer_of(kind, (application_id, reference_id), at)?;
         let expires_at = at + policy.validity_days * SECONDS_PER_DAY;
         let key = self.make_key(
             kind,
@@ -67,19 +62,24 @@ impl KeyStore {
     fn issuer_of(
         &self,
         kind: KeyKind,
-        application_id: &str,
+        (application_id, reference_id): (&str, &str),
         at: i64,
     ) -> Result<Option<Arc<LoadedKey>>, KmsError> {
+        mintable(application_id, reference_id)?;
         match kind {
             KeyKind::Root => Ok(None),
-            KeyKind::Master => Ok(Some(self.current_key("ROOT", "", at)?)),
-            KeyKind::Base if matches!(application_id, "ROOT" | "KERNEL" | "PARTNER") => {
-                Err(KmsError::ker_with(
-                    KerCode::Kms016,
-                    format!("{} ({application_id})", KerCode::Kms016.message()),
-                ))
-            }
-            KeyKind::Sign | KeyKind::Base => Ok(Some(self.current_key(application_id, "", at)?)),
+            KeyKind::Master => Ok(Some(self.current_key_for(
+                "ROOT",
+                "",
+                at,
+                Minting::Admin,
+            )?)),
+            KeyKind::Sign | KeyKind::Base => Ok(Some(self.current_key_for(
+                application_id,
+                "",
+                at,
+                Minting::Admin,
+            )?)),
             KeyKind::Partner => Err(KmsError::Internal("partner keys are uploaded".into())),
         }
     }
@@ -167,6 +167,29 @@ impl KeyStore {
             kind,
         }))
     }
+}
+
+/// Whether the hierarchy has room for a key of `(app, ref)`: not `ROOT` with a reference (a
+/// second, self-signed CA), not a base key of `ROOT`, `KERNEL` or `PARTNER` (KER-KMS-016).
+///
+/// # Errors
+/// KER-KMS-016 naming the pair.
+pub(super) fn mintable(application_id: &str, reference_id: &str) -> Result<(), KmsError> {
+    let refused = match KeyKind::of(application_id, reference_id) {
+        KeyKind::Root => !reference_id.is_empty(),
+        KeyKind::Base => matches!(application_id, "ROOT" | "KERNEL" | "PARTNER"),
+        _ => false,
+    };
+    if refused {
+        return Err(KmsError::ker_with(
+            KerCode::Kms016,
+            format!(
+                "{} ({application_id}/{reference_id})",
+                KerCode::Kms016.message()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The pair's unique identifier for a key made at `at` (spec 6.5): `app_ref_MM-dd-yyyy`, with

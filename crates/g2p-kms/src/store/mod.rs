@@ -2,7 +2,7 @@
 //! section 6, private keys wrapped under the key-encryption key, lazy rotation, thumbprint
 //! lookup for decryption.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -19,11 +19,16 @@ use crate::policy::Policies;
 
 mod certs;
 mod generate;
+mod lookup;
+mod minting;
 mod record;
 
 pub use certs::CsrSubject;
 pub(crate) use certs::generate_pkcs8;
-use record::{COLUMNS, load_private, row_to_record};
+use lookup::RecordCache;
+pub use minting::Minting;
+use minting::MintingRules;
+use record::load_private;
 pub use record::{KeyKind, KeyRecord, LoadedKey};
 
 /// Schema version written in `meta`; a store with a newer one is refused.
@@ -40,16 +45,34 @@ pub struct StoreOptions {
     pub policies: Policies,
     /// Applications whose master keys are created on first start.
     pub initial_applications: Vec<String>,
+    /// Pairs `(application, reference)` crypto calls may make keys for, besides the master
+    /// keys of the initial applications (default: `REGISTRATION`/`ENCRYPT`, `ID_REPO`/`""`,
+    /// `KERNEL`/`SIGN`, the pairs the Keymanager provider uses by default).
+    pub declared: BTreeSet<(String, String)>,
+    /// Let crypto calls make keys for undeclared pairs too (ids checked, rate-limited), as
+    /// the MOSIP Keymanager does.
+    pub admit_unknown_references: bool,
+    /// Most keys made per minute for undeclared pairs (default 30).
+    pub undeclared_keys_per_minute: u32,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
+        let pair = |a: &str, r: &str| (a.to_string(), r.to_string());
         StoreOptions {
             policies: Policies::default(),
             initial_applications: ["REGISTRATION", "ID_REPO", "KERNEL", "OPENG2P"]
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            declared: [
+                pair("REGISTRATION", "ENCRYPT"),
+                pair("ID_REPO", ""),
+                pair("KERNEL", "SIGN"),
+            ]
+            .into(),
+            admit_unknown_references: false,
+            undeclared_keys_per_minute: 30,
         }
     }
 }
@@ -62,17 +85,8 @@ pub struct KeyStore {
     policies: Policies,
     /// Unwrapped private keys of recently used records, by alias.
     loaded: moka::sync::Cache<String, Arc<LoadedKey>>,
+    minting: MintingRules,
     records: Mutex<RecordCache>,
-}
-
-/// Records read recently, valid while the database is unchanged: neither this connection
-/// (`total_changes`) nor another one, in this process or another (`PRAGMA data_version`),
-/// has written since. Saves a query and a certificate parse on every decrypt and sign.
-#[derive(Default)]
-struct RecordCache {
-    stamp: (i64, u64),
-    by_thumbprint: HashMap<String, KeyRecord>,
-    current: HashMap<(String, String), KeyRecord>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -120,15 +134,21 @@ impl KeyStore {
             policies: options.policies,
             loaded: moka::sync::Cache::new(CACHED_PRIVATE_KEYS),
             records: Mutex::new(RecordCache::default()),
+            minting: MintingRules::new(
+                options.declared,
+                options.admit_unknown_references,
+                options.undeclared_keys_per_minute,
+            ),
         };
         store.migrate()?;
         store.check_kek()?;
         let at = now();
         store.ensure_root(at)?;
         for app in &options.initial_applications {
-            store.current_key(app, "", at)?;
+            store.current_key_for(app, "", at, Minting::Admin)?;
+            store.declare(app, "");
             if app == "KERNEL" {
-                store.current_key("KERNEL", "SIGN", at)?;
+                store.current_key_for("KERNEL", "SIGN", at, Minting::Admin)?;
             }
         }
         Ok(store)
@@ -136,24 +156,6 @@ impl KeyStore {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The record cache, emptied first when the database changed since it was filled.
-    fn records(&self) -> Result<std::sync::MutexGuard<'_, RecordCache>, KmsError> {
-        let stamp = {
-            let conn = self.conn();
-            let version: i64 = conn
-                .prepare_cached("PRAGMA data_version")?
-                .query_row([], |r| r.get(0))?;
-            (version, conn.total_changes())
-        };
-        let mut cache = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.stamp != stamp {
-            cache.by_thumbprint.clear();
-            cache.current.clear();
-            cache.stamp = stamp;
-        }
-        Ok(cache)
     }
 
     fn migrate(&self) -> Result<(), KmsError> {
@@ -255,87 +257,9 @@ impl KeyStore {
             )
             .optional()?;
         if exists.is_none() {
-            self.current_key("ROOT", "", at)?;
+            self.current_key_for("ROOT", "", at, Minting::Admin)?;
         }
         Ok(())
-    }
-
-    fn select(
-        &self,
-        filter: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<KeyRecord>, KmsError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM keys WHERE {filter}"))?;
-        let rows = stmt
-            .query_map(args, row_to_record)?
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(stmt);
-        drop(conn);
-        rows.into_iter().map(|(r, ())| r.into_record()).collect()
-    }
-
-    /// Every key and certificate of `(app, ref)`, oldest first (expired ones included).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn all(
-        &self,
-        application_id: &str,
-        reference_id: &str,
-    ) -> Result<Vec<KeyRecord>, KmsError> {
-        self.select(
-            "application_id = ?1 AND reference_id = ?2 ORDER BY generated_at, rowid",
-            &[&application_id, &reference_id],
-        )
-    }
-
-    /// Every key in the store, oldest first.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn list(&self) -> Result<Vec<KeyRecord>, KmsError> {
-        self.select("1 = 1 ORDER BY generated_at, rowid", &[])
-    }
-
-    /// The record with this upper-hex certificate thumbprint (partner certificates included).
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn record_by_thumbprint(
-        &self,
-        thumbprint_hex: &str,
-    ) -> Result<Option<KeyRecord>, KmsError> {
-        let stamp = {
-            let cache = self.records()?;
-            if let Some(record) = cache.by_thumbprint.get(thumbprint_hex) {
-                return Ok(Some(record.clone()));
-            }
-            cache.stamp
-        };
-        let found = self
-            .select("thumbprint = ?1", &[&thumbprint_hex])?
-            .into_iter()
-            .next();
-        if let Some(record) = &found {
-            let mut cache = self.records()?;
-            // Kept only when nothing was written while reading.
-            if cache.stamp == stamp {
-                cache
-                    .by_thumbprint
-                    .insert(thumbprint_hex.to_string(), record.clone());
-            }
-        }
-        Ok(found)
-    }
-
-    /// The record with this keyId.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn record_by_key_id(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError> {
-        Ok(self.select("key_id = ?1", &[&key_id])?.into_iter().next())
     }
 
     /// The private key behind a record (unwrapped once, then cached).
@@ -380,55 +304,74 @@ impl KeyStore {
         days * SECONDS_PER_DAY
     }
 
-    fn current_record(
-        &self,
-        application_id: &str,
-        reference_id: &str,
-        at: i64,
-    ) -> Result<Option<KeyRecord>, KmsError> {
-        let kind = KeyKind::of(application_id, reference_id);
-        let margin = self.pre_expire_seconds(kind, application_id);
-        let current_at = |r: &KeyRecord| r.generated_at <= at && at < r.expires_at - margin;
-        let pair = (application_id.to_string(), reference_id.to_string());
-        let stamp = {
-            let cache = self.records()?;
-            if let Some(record) = cache.current.get(&pair).filter(|r| current_at(r)) {
-                return Ok(Some(record.clone()));
-            }
-            cache.stamp
-        };
-        let found = self
-            .select(
-                "application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4 ORDER BY generated_at DESC, rowid DESC",
-                &[&application_id, &reference_id, &at, &margin],
-            )?
-            .into_iter()
-            .next();
-        if let Some(record) = &found {
-            let mut cache = self.records()?;
-            if cache.stamp == stamp {
-                cache.current.insert(pair, record.clone());
-            }
-        }
-        Ok(found)
+    /// Lets crypto calls make keys for `(app, ref)` (a pair a provider uses, say).
+    pub fn declare(&self, application_id: &str, reference_id: &str) {
+        self.minting.declare(application_id, reference_id);
     }
 
-    /// The current key of `(app, ref)`, generated when none is current (spec 6.3): base
-    /// keys on first use and on expiry; master keys at first start for the initial
-    /// applications and on first use for any other application with a policy.
+    /// The current key of `(app, ref)` for a crypto call, made when none is current (spec
+    /// 6.3) if the pair is declared or already has keys (see [`Minting::OnUse`]).
     ///
     /// # Errors
-    /// KER-KMS-002 (no policy), KER-KMS-016 (no base keys for ROOT/KERNEL/PARTNER).
+    /// KER-KMS-026 for an undeclared pair, KER-KMS-002 (no policy), KER-KMS-016 (no base keys
+    /// for ROOT/KERNEL/PARTNER).
     pub fn current_key(
         &self,
         application_id: &str,
         reference_id: &str,
         at: i64,
     ) -> Result<Arc<LoadedKey>, KmsError> {
+        self.current_key_for(application_id, reference_id, at, Minting::OnUse)
+    }
+
+    /// The current key of `(app, ref)`, made when none is current as `minting` allows.
+    ///
+    /// # Errors
+    /// As [`KeyStore::current_key`].
+    pub fn current_key_for(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        at: i64,
+        minting: Minting,
+    ) -> Result<Arc<LoadedKey>, KmsError> {
         if let Some(record) = self.current_record(application_id, reference_id, at)? {
             return self.load(&record);
         }
+        if minting == Minting::OnUse && !self.has_keys(application_id, reference_id)? {
+            // An unknown application or a pair the hierarchy has no room for says so first,
+            // before the pair counts against the limit of undeclared keys.
+            self.policy_of(application_id)?;
+            generate::mintable(application_id, reference_id)?;
+            self.minting.may_mint(application_id, reference_id)?;
+        }
         self.generate(application_id, reference_id, at)
+    }
+
+    /// The key policy of an application.
+    ///
+    /// # Errors
+    /// KER-KMS-002 for an application without one.
+    fn policy_of(&self, application_id: &str) -> Result<crate::policy::KeyPolicy, KmsError> {
+        self.policies.get(application_id).ok_or_else(|| {
+            KmsError::ker_with(
+                KerCode::Kms002,
+                format!("{} ({application_id})", KerCode::Kms002.message()),
+            )
+        })
+    }
+
+    /// Whether the pair has keys of its own (current or older).
+    fn has_keys(&self, application_id: &str, reference_id: &str) -> Result<bool, KmsError> {
+        let found: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM keys WHERE application_id = ?1 AND reference_id = ?2 AND kind != 'partner' LIMIT 1",
+                params![application_id, reference_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
     }
 
     /// Makes a new current key for `(app, ref)` now; the old ones keep decrypting.
