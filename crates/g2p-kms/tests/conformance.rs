@@ -43,7 +43,8 @@ async fn start(kms: Arc<Kms>, clients: Vec<Client>) -> Server {
 
 fn default_clients() -> Vec<Client> {
     vec![
-        Client::parse(&format!("{CLIENT}:{SECRET}")).unwrap(),
+        // Administration is asked for explicitly.
+        Client::parse(&format!("{CLIENT}:{SECRET}:REGISTRATION_ADMIN,KEY_MAKER")).unwrap(),
         Client::parse("reader:reader-secret:TEST").unwrap(),
     ]
 }

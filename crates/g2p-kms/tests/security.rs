@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use g2p_encryption::{EncryptionProvider, Error, SignOptions, SignPayload, SignatureError};
+use g2p_kms::server::auth::{Client, Realm};
+use g2p_kms::server::{ServerState, serve};
 use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, SignSpec, StoreOptions};
 use g2p_testkit::{TestKey, b64u, jose};
 use serde_json::json;
@@ -194,4 +196,82 @@ fn no_key_is_minted_by_a_crypto_call_unless_asked_for() {
     assert!(e.message().contains("in a minute"), "{e}");
     // A pair that has keys is not held back by the limit.
     kms.encrypt("REGISTRATION", "A", &params, b"y").unwrap();
+}
+
+async fn serve_with(kms: Arc<Kms>, clients: Vec<Client>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let realm = Realm::new("openg2p", &base, clients, 300).unwrap();
+    tokio::spawn(serve(
+        listener,
+        ServerState::new(kms, realm),
+        std::future::pending(),
+    ));
+    base
+}
+
+async fn token(base: &str, id: &str, secret: &str) -> String {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{base}/realms/openg2p/protocol/openid-connect/token"
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn least_privilege_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = open(dir.path());
+    let default_client = g2p_kms::keyfile::default_client(dir.path()).unwrap();
+    let secret =
+        std::fs::read_to_string(g2p_kms::keyfile::default_client_secret_path(dir.path())).unwrap();
+    let base = serve_with(
+        kms,
+        vec![
+            Client::parse("plain:plain-secret").unwrap(),
+            Client::parse("admin:admin-secret:KEY_MAKER").unwrap(),
+            default_client,
+        ],
+    )
+    .await;
+    let admin_call = |token: String| {
+        let base = base.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!(
+                    "{base}/v1/keymanager/generateMasterKey/CERTIFICATE"
+                ))
+                .header("cookie", format!("Authorization={token}"))
+                .json(&json!({"request": {"applicationId": "REGISTRATION", "force": true}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // A client configured without roles, and the default client, may not administer keys.
+    assert_eq!(
+        admin_call(token(&base, "plain", "plain-secret").await).await,
+        403
+    );
+    assert_eq!(
+        admin_call(token(&base, "openg2p-admin-client", secret.trim()).await).await,
+        403
+    );
+    assert_eq!(
+        admin_call(token(&base, "admin", "admin-secret").await).await,
+        200
+    );
 }

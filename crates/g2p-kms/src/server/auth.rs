@@ -30,8 +30,9 @@ pub const CRYPTO_ROLES: &[&str] = &[
 ];
 /// Roles that may generate, revoke and upload keys.
 pub const ADMIN_ROLES: &[&str] = &["KEY_MAKER", "GLOBAL_ADMIN"];
-/// Roles given to a client configured without explicit roles.
-pub const DEFAULT_CLIENT_ROLES: &[&str] = &["REGISTRATION_ADMIN", "KEY_MAKER"];
+/// Roles given to a client configured without explicit roles: the crypto endpoints only.
+/// Administration (`KEY_MAKER`: upload certificates, force rotation, revoke) must be asked for.
+pub const DEFAULT_CLIENT_ROLES: &[&str] = &["REGISTRATION_ADMIN"];
 
 /// A client allowed to obtain tokens.
 #[derive(Clone)]
@@ -480,7 +481,7 @@ mod tests {
         let token = &app_token(&r);
         let p = r.validate(token).unwrap();
         assert_eq!(p.client_id, "app");
-        assert!(p.has_any(ADMIN_ROLES));
+        assert!(p.has_any(CRYPTO_ROLES) && !p.has_any(ADMIN_ROLES));
         let ro = r
             .issue(
                 &form(&[("grant_type", "client_credentials")]),
