@@ -104,9 +104,14 @@ impl JwsHeader {
         b64::encode_b64u(&json)
     }
 
-    /// Whether the payload travels unencoded (RFC 7797 `b64: false`).
+    /// Whether the payload travels unencoded: `b64: false` (RFC 7797), honoured only when
+    /// `crit` lists `b64` as the RFC requires; otherwise the payload is base64url as usual.
     fn unencoded_payload(&self) -> bool {
         self.b64 == Some(false)
+            && self
+                .crit
+                .as_ref()
+                .is_some_and(|crit| crit.iter().any(|c| c == "b64"))
     }
 }
 

@@ -11,6 +11,9 @@ use crate::jws::VerifiedJws;
 pub enum SignPayload {
     /// A JSON document, signed as its compact serialization.
     Json(serde_json::Value),
+    /// A JSON document as written (the caller has checked it is JSON), signed byte for byte,
+    /// so that the very same bytes verify a detached signature.
+    JsonBytes(Vec<u8>),
     /// UTF-8 text, signed as its bytes.
     Text(String),
     /// Raw bytes.
@@ -24,13 +27,13 @@ impl SignPayload {
             // Serializing a `Value` to a Vec cannot fail.
             SignPayload::Json(value) => serde_json::to_vec(value).unwrap_or_default(),
             SignPayload::Text(text) => text.as_bytes().to_vec(),
-            SignPayload::Bytes(bytes) => bytes.clone(),
+            SignPayload::JsonBytes(bytes) | SignPayload::Bytes(bytes) => bytes.clone(),
         }
     }
 
     /// Whether the payload is a JSON document.
     pub fn is_json(&self) -> bool {
-        matches!(self, SignPayload::Json(_))
+        matches!(self, SignPayload::Json(_) | SignPayload::JsonBytes(_))
     }
 }
 

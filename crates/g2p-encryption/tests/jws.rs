@@ -243,3 +243,46 @@ fn jwk_from_certificate_has_the_published_members() {
     assert_eq!(jwk.x5c[0], b64::encode_b64(key.cert_der()));
     assert!(jwk.x5c[0].ends_with('=') || jwk.x5c[0].len() % 4 == 0);
 }
+
+#[test]
+fn detached_payloads_are_bytes() {
+    let key = TestKey::generate("ID_REPO");
+    let set = jwks(&[(&key, "k1")]);
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(key.pkcs8()).unwrap();
+    let unencoded = g2p_encryption::JwsHeader {
+        b64: Some(false),
+        crit: Some(vec!["b64".into()]),
+        ..g2p_encryption::JwsHeader::rs256(Some("k1".into()))
+    };
+    // Two payloads that are not UTF-8 and would read alike as text (U+FFFD) are different
+    // payloads: a signature over one does not verify the other.
+    let signed = g2p_encryption::jws::sign(&pair, &unencoded, &[0xff, b'A'], true).unwrap();
+    let verify = |payload: &[u8]| {
+        let mut token = UnverifiedJws::parse(&signed).unwrap();
+        token.attach_payload(payload).unwrap();
+        token.verify(&set)
+    };
+    assert_eq!(verify(&[0xff, b'A']).unwrap().payload(), [0xff, b'A']);
+    assert_eq!(refusal(verify(&[0xfe, b'A'])), SignatureError::Mismatch);
+    // The independent signer agrees on the signing input of an unencoded payload.
+    let theirs = jose::sign(
+        &key,
+        &json!({"alg": "RS256", "kid": "k1", "b64": false, "crit": ["b64"]}),
+        b"plain text",
+        true,
+    );
+    let mut token = UnverifiedJws::parse(&theirs).unwrap();
+    token.attach_payload(b"plain text").unwrap();
+    token.verify(&set).unwrap();
+    // `b64: false` that `crit` does not list is not honoured: the payload segment is read as
+    // base64url, so a token signed over the raw text does not verify.
+    let sneaky = jose::sign_unencoded(
+        &key,
+        &json!({"alg": "RS256", "kid": "k1", "b64": false}),
+        b"plain text",
+        true,
+    );
+    let mut token = UnverifiedJws::parse(&sneaky).unwrap();
+    token.attach_payload(b"plain text").unwrap();
+    assert_eq!(refusal(token.verify(&set)), SignatureError::Mismatch);
+}

@@ -94,11 +94,14 @@ pub async fn sign(provider: &Provider, args: &SignArgs) -> Result<(), Failure> {
             String::from_utf8(input).map_err(|_| Failure::usage("input is not UTF-8 text"))?,
         )
     } else {
-        SignPayload::Json(serde_json::from_slice(&input).map_err(|e| {
+        // Checked to be JSON, then signed exactly as given, so that `verify --payload` with
+        // the same file verifies a detached signature.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&input).map_err(|e| {
             Failure::usage(format!(
                 "input is not a JSON document ({e}); use --text to sign text"
             ))
-        })?)
+        })?;
+        SignPayload::JsonBytes(input)
     };
     let options = SignOptions {
         include_payload: !args.detached,

@@ -5,19 +5,49 @@ use serde_json::Value;
 use crate::{TestKey, b64u, unb64};
 
 /// Signs `payload` under `header` (any JSON object) with RS256 (or PS256 when the header
-/// says so); `detached` leaves the middle segment empty.
+/// says so); `detached` leaves the middle segment empty. RFC 7797: with `"b64": false` listed
+/// in `crit`, the payload is signed as it is (and must then be detached, or text).
 pub fn sign(key: &TestKey, header: &Value, payload: &[u8], detached: bool) -> String {
+    let unencoded = header["b64"] == Value::Bool(false)
+        && header["crit"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|v| v == "b64"));
+    sign_with_input(key, header, payload, detached, unencoded)
+}
+
+/// As [`sign`], but the payload is signed as it is whatever the header says: for crafting
+/// tokens whose header does not match their signature.
+pub fn sign_unencoded(key: &TestKey, header: &Value, payload: &[u8], detached: bool) -> String {
+    sign_with_input(key, header, payload, detached, true)
+}
+
+fn sign_with_input(
+    key: &TestKey,
+    header: &Value,
+    payload: &[u8],
+    detached: bool,
+    unencoded: bool,
+) -> String {
     let h = b64u(serde_json::to_string(header).unwrap().as_bytes());
-    let p = b64u(payload);
-    let input = format!("{h}.{p}");
+    let segment = if unencoded {
+        String::from_utf8_lossy(payload).into_owned()
+    } else {
+        b64u(payload)
+    };
+    let mut input = format!("{h}.").into_bytes();
+    if unencoded {
+        input.extend_from_slice(payload);
+    } else {
+        input.extend_from_slice(segment.as_bytes());
+    }
     let sig = match header["alg"].as_str() {
-        Some("PS256") => key.sign_ps256(input.as_bytes()),
-        _ => key.sign_rs256(input.as_bytes()),
+        Some("PS256") => key.sign_ps256(&input),
+        _ => key.sign_rs256(&input),
     };
     if detached {
         format!("{h}..{}", b64u(&sig))
     } else {
-        format!("{input}.{}", b64u(&sig))
+        format!("{h}.{segment}.{}", b64u(&sig))
     }
 }
 
