@@ -19,6 +19,8 @@ use crate::error::{KeymanagerError, transport_error};
 
 /// Lifetime assumed for a token that states none (no `expires_in`, no JWT `exp`).
 const FALLBACK_LIFETIME: Duration = Duration::from_secs(60);
+/// Longest lifetime believed, whatever the token endpoint says.
+const MAX_LIFETIME: time::Duration = time::Duration::days(1);
 
 /// An access token. `Debug` shows its expiry and subject, never the token.
 #[derive(Clone)]
@@ -273,14 +275,19 @@ impl TokenManager {
     ) -> AccessToken {
         let now = self.now();
         let claims = unverified_claims(&value);
+        // Whatever the token endpoint says, a lifetime is taken as at most a day: an absurd
+        // number must neither overflow the arithmetic nor keep a token for years.
+        let clamp = |at: OffsetDateTime| at.min(now + MAX_LIFETIME);
         let expires_at = expires_in
             .and_then(expires_in_seconds)
-            .map(|s| now + time::Duration::seconds(s))
+            .map(|s| now.saturating_add(time::Duration::seconds(s)))
             .or_else(|| {
                 claims
                     .exp
+                    .filter(|exp| exp.is_finite())
                     .and_then(|exp| OffsetDateTime::from_unix_timestamp(exp as i64).ok())
             })
+            .map(clamp)
             .unwrap_or_else(|| {
                 tracing::warn!(
                     "token states no expiry (no expires_in, no exp claim); reusing it for {} s",
@@ -376,6 +383,35 @@ mod tests {
             None,
         );
         assert!(!is_fresh(&expired, now));
+    }
+
+    #[test]
+    fn no_panic_from_a_token_response() {
+        let m = manager(30);
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        for expires_in in [
+            serde_json::json!(i64::MAX),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(1e300),
+            serde_json::json!(-5),
+            serde_json::json!(i64::MIN),
+            serde_json::json!("99999999999999999999"),
+        ] {
+            let t = m.describe("opaque".into(), Some(&expires_in), None);
+            assert!(
+                t.expires_at() <= now + day + time::Duration::seconds(1),
+                "{expires_in}"
+            );
+        }
+        for exp in [f64::MAX, f64::NAN, f64::INFINITY, -1e300] {
+            let token = jwt(serde_json::json!({ "exp": exp }));
+            let t = m.describe(token, None, None);
+            assert!(
+                t.expires_at() <= now + day + time::Duration::seconds(1),
+                "{exp}"
+            );
+        }
     }
 
     #[tokio::test]

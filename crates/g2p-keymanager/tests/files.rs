@@ -69,3 +69,99 @@ fn detached_payloads_are_bytes_a_document_verifies_with_the_same_file() {
     let refused = run(&data, &["sign", "--in", other.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(2));
 }
+
+#[cfg(unix)]
+#[test]
+fn decrypted_output_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let plain = dir.path().join("plain.txt");
+    std::fs::write(&plain, "Amina Yusuf").unwrap();
+    let sealed = out_dir.join("sealed.txt");
+    ok(&run(
+        &data,
+        &[
+            "encrypt",
+            "--in",
+            plain.to_str().unwrap(),
+            "--out",
+            sealed.to_str().unwrap(),
+        ],
+    ));
+    // A new file is the owner's alone, whatever the umask.
+    let opened = out_dir.join("opened.txt");
+    ok(&run(
+        &data,
+        &[
+            "decrypt",
+            "--in",
+            sealed.to_str().unwrap(),
+            "--out",
+            opened.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(std::fs::read_to_string(&opened).unwrap(), "Amina Yusuf");
+    assert_eq!(mode(&opened), 0o600);
+    // A planted link where a temporary file might go is not followed; a file replaced keeps
+    // the mode its owner chose; nothing is left beside it.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    for pid in 0..64 {
+        let _ = std::os::unix::fs::symlink(&victim, out_dir.join(format!(".opened.txt.{pid}.tmp")));
+    }
+    std::fs::set_permissions(&opened, std::fs::Permissions::from_mode(0o640)).unwrap();
+    ok(&run(
+        &data,
+        &[
+            "decrypt",
+            "--in",
+            sealed.to_str().unwrap(),
+            "--out",
+            opened.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    assert_eq!(mode(&opened), 0o640);
+    let regular: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.is_symlink())
+        .collect();
+    assert_eq!(regular.len(), 2, "{regular:?}");
+    // bulk decrypt writes private files too.
+    let export = dir.path().join("export.jsonl");
+    std::fs::write(&export, "{\"name\":\"Amina\"}\n").unwrap();
+    let bulk_sealed = out_dir.join("bulk-sealed.jsonl");
+    let bulk_opened = out_dir.join("bulk-opened.jsonl");
+    ok(&run(
+        &data,
+        &[
+            "bulk",
+            "encrypt",
+            "--field",
+            "name",
+            "--in",
+            export.to_str().unwrap(),
+            "--out",
+            bulk_sealed.to_str().unwrap(),
+        ],
+    ));
+    ok(&run(
+        &data,
+        &[
+            "bulk",
+            "decrypt",
+            "--field",
+            "name",
+            "--in",
+            bulk_sealed.to_str().unwrap(),
+            "--out",
+            bulk_opened.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(mode(&bulk_opened), 0o600);
+}

@@ -15,6 +15,8 @@ use crate::error::KmsError;
 pub const KEK_ENV: &str = "G2P_KMS_KEK";
 /// Name of the key file in the data directory.
 pub const KEK_FILE: &str = "kek";
+/// Name of the key store's database in the data directory.
+pub const STORE_FILE: &str = "keys.db";
 
 /// A 32-byte AES-256-GCM key. `Debug` shows nothing of it.
 pub struct Kek {
@@ -66,6 +68,17 @@ impl Kek {
                     .map_err(|e| KmsError::Config(format!("{}: {}", path.display(), e.message())))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A store without its key file is not a new store: its keys are wrapped under
+                // a key that is elsewhere (another disk, G2P_KMS_KEK); a new one would not
+                // open them.
+                let store = dir.join(STORE_FILE);
+                if store.exists() {
+                    return Err(KmsError::Config(format!(
+                        "{} is missing but the key store {} exists; restore the key-encryption key (the kek file, or {KEK_ENV}) instead of making a new one",
+                        path.display(),
+                        store.display()
+                    )));
+                }
                 std::fs::create_dir_all(dir).map_err(|e| {
                     KmsError::Config(format!(
                         "cannot create data directory {}: {e}",

@@ -275,3 +275,44 @@ async fn least_privilege_by_default() {
         200
     );
 }
+
+#[test]
+fn the_key_encryption_key_is_created_safely() {
+    // Concurrent first starts agree on one key; nothing half-written is left behind.
+    let dir = tempfile::tempdir().unwrap();
+    let keks: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let kek = Kek::load(dir.path(), None).unwrap();
+                    kek.wrap(b"probe", b"x").unwrap();
+                    std::fs::read(dir.path().join("kek")).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(keks.iter().all(|k| k.len() == 32 && *k == keks[0]));
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["kek"], "temporary files left behind");
+    // An existing store whose key file is gone does not get a new key.
+    let store = tempfile::tempdir().unwrap();
+    open(store.path());
+    std::fs::remove_file(store.path().join("kek")).unwrap();
+    let e = Kek::load(store.path(), None).unwrap_err();
+    assert!(
+        e.to_string().contains("is missing but the key store"),
+        "{e}"
+    );
+    assert!(!store.path().join("kek").exists());
+    // A damaged (empty) key file is named, not replaced.
+    std::fs::write(store.path().join("kek"), b"").unwrap();
+    let e = Kek::load(store.path(), None).unwrap_err();
+    assert!(
+        e.to_string().contains("kek") && e.to_string().contains("32 bytes"),
+        "{e}"
+    );
+}

@@ -121,7 +121,7 @@ impl KeyStore {
                 dir.display()
             ))
         })?;
-        let path = dir.join("keys.db");
+        let path = dir.join(crate::kek::STORE_FILE);
         let conn = Connection::open(&path)
             .map_err(|e| KmsError::Config(format!("cannot open {}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
