@@ -89,22 +89,22 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Opens the key store of the data directory `given` (else the configured one).
-fn open(config: &Config, given: Option<&std::path::Path>) -> Result<(PathBuf, Kms), Failure> {
+/// Opens the key store that must be in the data directory `given` (else the configured
+/// one): administration never creates a store.
+fn open_existing(config: &Config, given: Option<&std::path::Path>) -> Result<Kms, Failure> {
     let dir = config.kms().data_dir(given, env);
-    let kms = config.kms().open(&dir, env)?;
-    Ok((dir, kms))
+    Ok(config.kms().open_existing(&dir, env)?)
 }
 
 /// Runs a `kms` subcommand.
 pub async fn run(command: &KmsCommand, config: &Config) -> Result<(), Failure> {
     match command {
         KmsCommand::Keys(KeysCommand::List(dir)) => {
-            let (_, kms) = open(config, dir.data_dir.as_deref())?;
+            let kms = open_existing(config, dir.data_dir.as_deref())?;
             crate::io::write_output(None, key_table(&kms.store().list()?).as_bytes())
         }
         KmsCommand::Keys(KeysCommand::Rotate(args)) => {
-            let (_, kms) = open(config, args.dir.data_dir.as_deref())?;
+            let kms = open_existing(config, args.dir.data_dir.as_deref())?;
             let record = kms.store().rotate(&args.app, &args.reference)?;
             crate::io::write_output(None, key_table(&[record]).as_bytes())
         }

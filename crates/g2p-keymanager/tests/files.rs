@@ -165,3 +165,51 @@ fn decrypted_output_is_private() {
     ));
     assert_eq!(mode(&bulk_opened), 0o600);
 }
+
+#[test]
+fn no_key_store_by_accident() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("g2p-dta");
+    for args in [
+        vec!["kms", "keys", "list", "--data-dir", typo.to_str().unwrap()],
+        vec![
+            "kms",
+            "keys",
+            "rotate",
+            "--data-dir",
+            typo.to_str().unwrap(),
+            "--app",
+            "REGISTRATION",
+        ],
+    ] {
+        let out = run(&dir.path().join("unused"), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no key store in") && stderr.contains("g2p-dta"),
+            "{stderr}"
+        );
+        assert!(!typo.exists(), "{args:?} made {}", typo.display());
+    }
+    // The embedded default's first use creates the store, and says where.
+    let data = dir.path().join("data");
+    let mut child = common::binary()
+        .env("G2P_DATA_DIR", &data)
+        .args(["encrypt"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"x").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("created a new key store"), "{stderr}");
+    assert!(stderr.contains(data.to_str().unwrap()), "{stderr}");
+    let listed = ok(&run(
+        &data,
+        &["kms", "keys", "list", "--data-dir", data.to_str().unwrap()],
+    ));
+    assert!(listed.starts_with("application\treference"), "{listed}");
+}

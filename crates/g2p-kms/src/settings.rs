@@ -147,6 +147,28 @@ impl KmsSettings {
         crate::Kms::open(dir, kek, self.store_options()?)
     }
 
+    /// Opens the key store that must already be in `dir` (for administration: listing,
+    /// rotating, backing up), as [`KmsSettings::open`] otherwise.
+    ///
+    /// # Errors
+    /// [`KmsError::Config`] naming the directory when it holds no key store, so that a
+    /// mistyped directory does not mint a new one; otherwise as [`KmsSettings::open`].
+    pub fn open_existing(
+        &self,
+        dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<crate::Kms, KmsError> {
+        let store = dir.join(crate::kek::STORE_FILE);
+        if !store.is_file() {
+            return Err(KmsError::Config(format!(
+                "no key store in {} ({} is missing); check the data directory, or create a store by starting `kms serve` or `serve` once",
+                dir.display(),
+                crate::kek::STORE_FILE
+            )));
+        }
+        self.open(dir, env)
+    }
+
     /// The configured clients.
     pub fn clients(&self) -> Vec<Client> {
         self.clients

@@ -122,6 +122,7 @@ impl KeyStore {
             ))
         })?;
         let path = dir.join(crate::kek::STORE_FILE);
+        let new = !path.exists();
         let conn = Connection::open(&path)
             .map_err(|e| KmsError::Config(format!("cannot open {}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -142,6 +143,13 @@ impl KeyStore {
         };
         store.migrate()?;
         store.check_kek()?;
+        if new {
+            tracing::warn!(
+                data_dir = %dir.display(),
+                "created a new key store (keys.db) in {}; keep its key-encryption key safe",
+                dir.display()
+            );
+        }
         let at = now();
         store.ensure_root(at)?;
         for app in &options.initial_applications {
