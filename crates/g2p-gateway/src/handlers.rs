@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use g2p_encryption::{JwkSet, b64};
+use g2p_encryption::b64;
 
 use crate::api::{
     DataBatchResponse, DataBody, DataItem, DataResult, ErrorBody, Health, JwksDoc, OperationErrors,
@@ -192,22 +192,20 @@ pub async fn jwks(
 /// The JWKS body of every provider, and its ETag.
 async fn jwks_document(state: &GatewayState) -> Result<JwksDocument, ApiError> {
     let registry = state.registry();
-    let mut set = JwkSet::default();
+    let mut sets = Vec::new();
     for name in registry.names() {
         let provider = registry
             .get(Some(name))
             .map_err(|e| ApiError::from_provider(&e, name))?;
         let started = Instant::now();
-        let keys = finish("jwks", name, started, provider.jwks().await)?;
-        for key in keys.keys {
-            let duplicate = set
-                .keys
-                .iter()
-                .any(|k| k.kid == key.kid && k.n == key.n && k.key_use == key.key_use);
-            if !duplicate {
-                set.keys.push(key);
-            }
-        }
+        sets.push((
+            name.to_string(),
+            finish("jwks", name, started, provider.jwks().await)?,
+        ));
+    }
+    let (set, collisions) = crate::keys::merge(sets);
+    for collision in collisions {
+        tracing::error!(%collision, "a key left out of the JWKS");
     }
     let body = serde_json::to_vec(&set).map_err(|_| {
         ApiError::new(

@@ -16,6 +16,7 @@ pub mod auth;
 mod body;
 pub mod error;
 mod handlers;
+pub mod keys;
 pub mod observe;
 pub mod openapi;
 mod ops;

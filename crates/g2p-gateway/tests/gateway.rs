@@ -818,3 +818,75 @@ async fn a_body_that_never_arrives_is_408() {
     .await;
     assert_error(&answer, StatusCode::REQUEST_TIMEOUT, "body_timeout");
 }
+
+/// A provider that only publishes the keys it is given.
+#[derive(Debug)]
+struct FixedKeys(g2p_encryption::JwkSet);
+
+#[async_trait::async_trait]
+impl g2p_encryption::EncryptionProvider for FixedKeys {
+    fn kind(&self) -> &'static str {
+        "fixed"
+    }
+    async fn encrypt(&self, _: &[u8]) -> Result<Vec<u8>, g2p_encryption::Error> {
+        Err(g2p_encryption::Error::Configuration("keys only".into()))
+    }
+    async fn decrypt(&self, _: &[u8]) -> Result<Vec<u8>, g2p_encryption::Error> {
+        Err(g2p_encryption::Error::Configuration("keys only".into()))
+    }
+    async fn jwt_sign(
+        &self,
+        _: &g2p_encryption::SignPayload,
+        _: &g2p_encryption::SignOptions,
+    ) -> Result<String, g2p_encryption::Error> {
+        Err(g2p_encryption::Error::Configuration("keys only".into()))
+    }
+    async fn jwt_verify(
+        &self,
+        _: &str,
+        _: Option<&[u8]>,
+    ) -> Result<g2p_encryption::VerifiedJws, g2p_encryption::Error> {
+        Err(g2p_encryption::Error::Configuration("keys only".into()))
+    }
+    async fn jwks(&self) -> Result<g2p_encryption::JwkSet, g2p_encryption::Error> {
+        Ok(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn one_key_id_one_key_in_the_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = registry(dir.path());
+    let own = registry.get(Some("local")).unwrap().jwks().await.unwrap();
+    // Another provider publishes a different key under one of our key ids.
+    let mut impostor = own.keys[0].clone();
+    let other = g2p_testkit::TestKey::generate("impostor");
+    let other = g2p_encryption::Jwk::from_certificate(
+        &g2p_encryption::cert::CertificateInfo::from_der(other.cert_der()).unwrap(),
+        impostor.kid.clone(),
+        impostor.key_use.unwrap(),
+    );
+    impostor.n = other.n.clone();
+    registry.insert(
+        "zz-impostor",
+        Arc::new(FixedKeys(g2p_encryption::JwkSet {
+            keys: vec![impostor.clone()],
+        })),
+    );
+    let collisions = g2p_gateway::keys::collisions(&registry).await.unwrap();
+    assert_eq!(collisions.len(), 1, "{collisions:?}");
+    assert_eq!(collisions[0].left_out, "zz-impostor");
+    let router = from(
+        REMOTE,
+        gateway(registry, ApiKeys::none(), GatewayOptions::default()),
+    );
+    let published = get(&router, "/.well-known/jwks.json").await;
+    let keys = published.body["keys"].as_array().unwrap();
+    let kid = impostor.kid.unwrap();
+    let under_kid: Vec<_> = keys.iter().filter(|k| k["kid"] == kid.as_str()).collect();
+    assert!(
+        under_kid.iter().all(|k| k["n"] != impostor.n.as_str()),
+        "the impostor's key was published"
+    );
+    assert!(!under_kid.is_empty());
+}

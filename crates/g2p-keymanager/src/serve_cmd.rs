@@ -50,6 +50,20 @@ pub async fn serve(
     let keys = gateway.api_keys().map_err(Failure::usage)?;
     let providers = config.providers(provider)?;
     let (registry, built) = (providers.registry, providers.built);
+    // Two providers must not publish different keys under one key id.
+    match g2p_gateway::keys::collisions(&registry).await {
+        Ok(collisions) if !collisions.is_empty() => {
+            let all: Vec<String> = collisions.iter().map(ToString::to_string).collect();
+            return Err(Failure::usage(format!(
+                "{}; a JWKS cannot hold both, so tokens of one would not verify",
+                all.join("; ")
+            )));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not compare the providers' key ids at start-up")
+        }
+    }
     let default = registry.default_name().unwrap_or("default").to_string();
     let key_count = keys.len();
     let state = GatewayState::new(registry, keys, options)?;

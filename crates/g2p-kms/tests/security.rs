@@ -316,3 +316,24 @@ fn the_key_encryption_key_is_created_safely() {
         "{e}"
     );
 }
+
+#[test]
+fn one_key_id_one_key() {
+    // Two key managers created the same day give their keys different ids.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(a.path()), open(b.path()));
+    for (app, reference) in [
+        ("REGISTRATION", "ENCRYPT"),
+        ("ID_REPO", ""),
+        ("KERNEL", "SIGN"),
+    ] {
+        let ka = a.certificate(app, reference).unwrap();
+        let kb = b.certificate(app, reference).unwrap();
+        assert_ne!(ka.thumbprint, kb.thumbprint);
+        assert_ne!(ka.key_id, kb.key_id, "{app}/{reference}");
+    }
+    // A second key of one pair on the same day has its own id too.
+    let first = a.certificate("REGISTRATION", "ENCRYPT").unwrap();
+    let second = a.store().rotate("REGISTRATION", "ENCRYPT").unwrap();
+    assert_ne!(first.key_id, second.key_id);
+}

@@ -8,8 +8,7 @@ use g2p_encryption::cert::CertificateInfo;
 use g2p_mosip::KerCode;
 use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
 use rcgen::Issuer;
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
-use time::OffsetDateTime;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use zeroize::Zeroizing;
 
 use super::certs::{certificate_params, generate_pkcs8, rcgen_key};
@@ -145,10 +144,8 @@ impl KeyStore {
         if existing.is_some() {
             return Ok(None);
         }
-        let unique_identifier = free_unique_identifier(&tx, application_id, reference_id, at)?;
-        let key_id = key_id_from_unique_identifier(&unique_identifier)
-            .ok_or_else(|| KmsError::Internal("key id".into()))?;
         let thumbprint = hex::encode_upper(key.certificate.sha256());
+        let (unique_identifier, key_id) = key_identity(application_id, reference_id, &thumbprint)?;
         tx.execute(
             "INSERT INTO keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -192,35 +189,18 @@ pub(super) fn mintable(application_id: &str, reference_id: &str) -> Result<(), K
     Ok(())
 }
 
-/// The pair's unique identifier for a key made at `at` (spec 6.5): `app_ref_MM-dd-yyyy`, with
-/// a disambiguator (`_2`, `_3`, ...) for a second key of the pair on the same day.
-fn free_unique_identifier(
-    tx: &Transaction<'_>,
+/// The unique identifier and key id of a new key (spec 6.5): the key id is the Keymanager's
+/// `b64u(SHA-256(hex(SHA-1(value))))`, with the certificate's thumbprint in the value
+/// (`app_ref_THUMBPRINT`, as the Keymanager does for uploaded certificates) rather than the
+/// day, so that two key managers never give two keys one id. Key ids are opaque to clients.
+pub(super) fn key_identity(
     application_id: &str,
     reference_id: &str,
-    at: i64,
-) -> Result<String, KmsError> {
-    let date = OffsetDateTime::from_unix_timestamp(at)
-        .map_err(|e| KmsError::Internal(e.to_string()))?
-        .date();
-    let base = format!(
-        "{application_id}_{reference_id}_{:02}-{:02}-{:04}",
-        u8::from(date.month()),
-        date.day(),
-        date.year()
-    );
-    let mut unique_value = base.clone();
-    for n in 2.. {
-        let uid = unique_identifier_of(&unique_value);
-        let taken: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM keys WHERE unique_identifier = ?1",
-            params![uid],
-            |r| r.get(0),
-        )?;
-        if taken == 0 {
-            return Ok(uid);
-        }
-        unique_value = format!("{base}_{n}");
-    }
-    Err(KmsError::Internal("no free unique identifier".into()))
+    thumbprint_hex: &str,
+) -> Result<(String, String), KmsError> {
+    let unique_identifier =
+        unique_identifier_of(&format!("{application_id}_{reference_id}_{thumbprint_hex}"));
+    let key_id = key_id_from_unique_identifier(&unique_identifier)
+        .ok_or_else(|| KmsError::Internal("key id".into()))?;
+    Ok((unique_identifier, key_id))
 }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use g2p_encryption::cert::CertificateInfo;
 use g2p_mosip::KerCode;
-use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -459,10 +458,8 @@ impl KeyStore {
         if let Some(existing) = self.record_by_thumbprint(&thumbprint)? {
             return Ok(existing);
         }
-        let unique_identifier =
-            unique_identifier_of(&format!("{application_id}_{reference_id}_{thumbprint}"));
-        let key_id = key_id_from_unique_identifier(&unique_identifier)
-            .ok_or_else(|| KmsError::Internal("key id".into()))?;
+        let (unique_identifier, key_id) =
+            generate::key_identity(application_id, reference_id, &thumbprint)?;
         let alias = random_alias()?;
         let at = now();
         self.conn().execute(
