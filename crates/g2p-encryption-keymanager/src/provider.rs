@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use g2p_encryption::ProviderError as _;
 use g2p_encryption::cache::Cached;
 use g2p_encryption::cert::CertificateInfo;
 use g2p_encryption::jws::VerificationKeys;
 use g2p_encryption::{
-    EncryptionProvider, Error, Jwk, JwkSet, KeyUse, SignOptions, SignPayload, SignatureError,
-    UnverifiedJws, VerifiedJws, b64,
+    EncryptionProvider, Error, ErrorKind, Jwk, JwkSet, KeyUse, SignOptions, SignPayload,
+    SignatureError, UnverifiedJws, VerifiedJws, b64,
 };
 use g2p_mosip::cipher::{self, Sealer};
 use g2p_mosip::dto::{JwtSignRequest, JwtVerifyRequest};
@@ -398,7 +399,15 @@ impl EncryptionProvider for KeymanagerProvider {
         if parsed.thumbprint.is_none() {
             tracing::debug!("ciphertext without thumbprint (legacy layout)");
         }
-        let data = self.client.decrypt(b64::encode_b64u(ciphertext)).await?;
+        let data = match self.client.decrypt(b64::encode_b64u(ciphertext)).await {
+            Ok(data) => data,
+            Err(e) if e.kind() == ErrorKind::Refused => {
+                // The KER code stays on the MOSIP wire (and in the debug log).
+                tracing::debug!(error = %e, "ciphertext refused by the Keymanager");
+                return Err(Error::ciphertext_refused());
+            }
+            Err(e) => return Err(e.into()),
+        };
         b64::decode_lenient(&data).map_err(|e| {
             invalid_response(&self.client, "decrypt", format!("data is not base64: {e}"))
         })

@@ -148,13 +148,30 @@ async fn ker_errors_on_http_200_are_typed_errors() {
         ker_code(&e),
         "keymanager error KER-CRY-012: Not authorized to access keys of REGISTRATION"
     );
-    // A tampered ciphertext: the fake answers KER-FSE-004, which is a refusal.
+}
+
+#[tokio::test]
+async fn opaque_decryption_failures() {
+    // Whatever refused a ciphertext — the tag (KER-FSE-004), the key unwrap (KER-KMS-019),
+    // an unknown key (KER-KMS-025) — the caller gets one answer, without the KER code.
+    let fake = FakeKeymanager::start().await;
+    let p = provider(&fake);
+    let sealed = p.encrypt(b"data").await.unwrap();
     let mut tampered = sealed.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    let e = p.decrypt(&tampered).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Refused);
-    assert!(e.to_string().contains("KER-FSE-004"), "{e}");
+    let tag = p.decrypt(&tampered).await.unwrap_err();
+    let mut foreign = sealed.clone();
+    foreign[6..38].fill(0); // the thumbprint, after `VER_R2`
+    let unknown = p.decrypt(&foreign).await.unwrap_err();
+    fake.fail_next_with("KER-KMS-019", "Not able to decrypt Symmetric Key");
+    let unwrap = p.decrypt(&sealed).await.unwrap_err();
+    for e in [&tag, &unknown, &unwrap] {
+        assert_eq!(e.kind(), ErrorKind::Refused);
+        assert!(!e.to_string().contains("KER-"), "{e}");
+    }
+    assert_eq!(tag.to_string(), unknown.to_string());
+    assert_eq!(tag.to_string(), unwrap.to_string());
 }
 
 #[tokio::test]

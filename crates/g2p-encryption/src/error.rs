@@ -152,6 +152,15 @@ impl Error {
         }
     }
 
+    /// The one answer for a ciphertext a provider will not open, whatever refused it (the key
+    /// unwrap, the tag check, an unknown key): which check failed is not the caller's
+    /// business, and telling would make an oracle.
+    pub fn ciphertext_refused() -> Self {
+        Error::DecryptionFailed(
+            "the data does not decrypt with this provider's keys, salt and aad (tampered, sealed for another key manager, or under other settings)",
+        )
+    }
+
     /// Shorthand for [`Error::InvalidInput`].
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Error::InvalidInput(message.into())

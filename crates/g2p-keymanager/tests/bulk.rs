@@ -206,6 +206,6 @@ fn bad_records_and_refused_values_name_the_line_and_leave_no_output() {
         &format!("{tampered}\n"),
         &["decrypt", "--field", "name"],
         1,
-        "line 1, field name: KER-FSE-004",
+        "line 1, field name: decryption failed",
     );
 }

@@ -8,8 +8,8 @@ use g2p_encryption::cache::Cached;
 use g2p_encryption::clock::Clock;
 use g2p_encryption::jws::VerificationKeys;
 use g2p_encryption::{
-    EncryptionProvider, Error, Jwk, JwkSet, KeyUse, SignOptions, SignPayload, SignatureError,
-    UnverifiedJws, VerifiedJws,
+    EncryptionProvider, Error, ErrorKind, Jwk, JwkSet, KeyUse, SignOptions, SignPayload,
+    SignatureError, UnverifiedJws, VerifiedJws,
 };
 use g2p_mosip::cipher::CipherParams;
 
@@ -234,6 +234,14 @@ impl EncryptionProvider for LocalProvider {
             )
         })
         .await
+        .map_err(|e| {
+            if e.kind() == ErrorKind::Refused {
+                tracing::debug!(error = %e, "ciphertext refused");
+                Error::ciphertext_refused()
+            } else {
+                e
+            }
+        })
     }
 
     async fn jwt_sign(

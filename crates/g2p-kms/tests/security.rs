@@ -337,3 +337,34 @@ fn one_key_id_one_key() {
     let second = a.store().rotate("REGISTRATION", "ENCRYPT").unwrap();
     assert_ne!(first.key_id, second.key_id);
 }
+
+#[tokio::test]
+async fn opaque_decryption_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = open(dir.path());
+    let provider = LocalProvider::new(kms.clone(), LocalSettings::default());
+    let sealed = provider.encrypt(b"data").await.unwrap();
+    let mut tampered = sealed.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let mut unknown = sealed.clone();
+    unknown[6..38].fill(0);
+    // A salt: the data is read as mode A, and the tag fails under these settings.
+    let other = LocalProvider::new(
+        kms,
+        LocalSettings {
+            cipher_params: g2p_mosip::cipher::CipherParams::new(Some(vec![7; 12]), None),
+            ..LocalSettings::default()
+        },
+    );
+    let answers = [
+        provider.decrypt(&tampered).await.unwrap_err(),
+        provider.decrypt(&unknown).await.unwrap_err(),
+        other.decrypt(&sealed).await.unwrap_err(),
+    ];
+    for e in &answers {
+        assert_eq!(e.kind(), g2p_encryption::ErrorKind::Refused, "{e}");
+        assert!(!e.to_string().contains("KER-"), "{e}");
+        assert_eq!(e.to_string(), answers[0].to_string());
+    }
+}
