@@ -149,6 +149,7 @@ async fn serve_command(args: &ServeArgs, config: &Config) -> Result<(), Failure>
     let mut table = config.kms().clone();
     table.admit_unknown_applications |= args.admit_unknown_applications;
     table.admit_unknown_references |= args.admit_unknown_references;
+    let server_options = table.server_options()?;
     let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
     let kms = Arc::new(table.open(&dir, env)?);
     // The pairs the configured providers use may have keys made on first use.
@@ -201,7 +202,7 @@ async fn serve_command(args: &ServeArgs, config: &Config) -> Result<(), Failure>
     }
     crate::io::write_output(None, banner.as_bytes())?;
     tracing::info!(%addr, data_dir = %dir.display(), "key manager serving");
-    let state = ServerState::new(Arc::clone(&kms), realm);
+    let state = ServerState::with_options(Arc::clone(&kms), realm, server_options);
     serve(listener, state, crate::service::signal())
         .await
         .map_err(|e| Failure::system(format!("server: {e}")))

@@ -69,6 +69,10 @@ pub struct KmsSettings {
     pub admit_unknown_references: bool,
     /// Most keys made per minute for undeclared pairs (default 30).
     pub undeclared_keys_per_minute: Option<u32>,
+    /// `kms serve`: longest a request may take, seconds (default 30).
+    pub request_timeout: Option<f64>,
+    /// `kms serve`: most requests served at once (default 256).
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// One client of the token endpoint. `Debug` shows no secret.
@@ -167,6 +171,39 @@ impl KmsSettings {
             )));
         }
         self.open(dir, env)
+    }
+
+    /// `kms serve`'s limits.
+    ///
+    /// # Errors
+    /// [`KmsError::Config`] for a timeout that is not a positive number of seconds, or a
+    /// limit of zero requests.
+    pub fn server_options(&self) -> Result<crate::server::ServerOptions, KmsError> {
+        let defaults = crate::server::ServerOptions::default();
+        let request_timeout = match self.request_timeout {
+            None => defaults.request_timeout,
+            Some(t) => std::time::Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    KmsError::Config(format!(
+                        "kms.request_timeout must be a positive number of seconds, not {t}"
+                    ))
+                })?,
+        };
+        let max_concurrent_requests = match self.max_concurrent_requests {
+            None => defaults.max_concurrent_requests,
+            Some(0) => {
+                return Err(KmsError::Config(
+                    "kms.max_concurrent_requests must be at least 1".into(),
+                ));
+            }
+            Some(n) => n,
+        };
+        Ok(crate::server::ServerOptions {
+            request_timeout,
+            max_concurrent_requests,
+        })
     }
 
     /// The configured clients.

@@ -383,6 +383,7 @@ async fn server_follows_the_spec_checks() {
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/keymanager/encrypt"))
         .header("Cookie", format!("Authorization={t}"))
+        .header("Content-Type", "application/json")
         .body("{not json")
         .send()
         .await

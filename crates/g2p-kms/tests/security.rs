@@ -368,3 +368,97 @@ async fn opaque_decryption_failures() {
         assert_eq!(e.to_string(), answers[0].to_string());
     }
 }
+
+/// Sends `head` and `body_part` on a fresh connection and reads what the server answers
+/// within five seconds (it has not been given the rest of the body).
+async fn answer_without_the_body(base: &str, head: &str, body_part: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body_part).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("no answer before the body arrived")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn authenticate_before_reading_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = serve_with(
+        open(dir.path()),
+        vec![Client::parse("app:app-secret").unwrap()],
+    )
+    .await;
+    // 24 MB announced, a few bytes sent, no token: refused at once.
+    let head = "POST /v1/keymanager/encrypt HTTP/1.1\r\nHost: kms\r\nContent-Type: application/json\r\nContent-Length: 24000000\r\n\r\n";
+    let answer = answer_without_the_body(&base, head, b"{\"request\":").await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // With a token but not JSON (a form a browser could be made to post): refused before the
+    // body is read too.
+    let token = token(&base, "app", "app-secret").await;
+    let head = format!(
+        "POST /v1/keymanager/encrypt HTTP/1.1\r\nHost: kms\r\nCookie: Authorization={token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 24000000\r\n\r\n"
+    );
+    let answer = answer_without_the_body(&base, &head, b"data=").await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
+}
+
+#[tokio::test]
+async fn requests_are_bounded_in_time_and_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = open(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let realm = Realm::new(
+        "openg2p",
+        &base,
+        vec![Client::parse("app:app-secret").unwrap()],
+        300,
+    )
+    .unwrap();
+    let options = g2p_kms::server::ServerOptions {
+        request_timeout: std::time::Duration::from_millis(500),
+        max_concurrent_requests: 1,
+    };
+    tokio::spawn(serve(
+        listener,
+        ServerState::with_options(kms, realm, options),
+        std::future::pending(),
+    ));
+    let token = token(&base, "app", "app-secret").await;
+    // A body that never completes holds the one slot until the request times out.
+    let head = format!(
+        "POST /v1/keymanager/encrypt HTTP/1.1\r\nHost: kms\r\nCookie: Authorization={token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    );
+    let started = std::time::Instant::now();
+    let slow = answer_without_the_body(&base, &head, b"{");
+    let quick = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let status = reqwest::Client::new()
+            .get(format!(
+                "{base}/v1/keymanager/getCertificate?applicationId=REGISTRATION&referenceId=ENCRYPT"
+            ))
+            .header("cookie", format!("Authorization={token}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        (status, std::time::Instant::now())
+    };
+    let (slow, (quick, quick_done)) = tokio::join!(slow, quick);
+    assert!(slow.starts_with("HTTP/1.1 504"), "{slow}");
+    assert!(slow.contains("KER-KMS-500"), "{slow}");
+    // The second request waited for the one slot, which the first held until its timeout:
+    // it cannot have ended before then.
+    assert!(
+        quick_done.duration_since(started) >= std::time::Duration::from_millis(450),
+        "served alongside ({quick})"
+    );
+    assert!(matches!(quick, 200 | 504), "{quick}");
+}

@@ -11,9 +11,10 @@ mod realm;
 mod request;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -27,19 +28,48 @@ use auth::Realm;
 /// Largest request body (a 16 MiB record, base64'd, with room for the wrapper).
 pub const MAX_BODY_BYTES: usize = 24 * 1024 * 1024;
 
+/// Limits of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Longest a request may take, waiting for a slot included (default 30 s).
+    pub request_timeout: Duration,
+    /// Most requests served at once; the others wait for a slot (default 256).
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            request_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 256,
+        }
+    }
+}
+
 /// What the server serves.
 #[derive(Debug, Clone)]
 pub struct ServerState {
     kms: Arc<Kms>,
     realm: Arc<Realm>,
+    options: ServerOptions,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ServerState {
-    /// A server over `kms`, authenticating with `realm`.
+    /// A server over `kms`, authenticating with `realm`, with the default limits.
     pub fn new(kms: Arc<Kms>, realm: Realm) -> Self {
+        Self::with_options(kms, realm, ServerOptions::default())
+    }
+
+    /// A server with these limits.
+    pub fn with_options(kms: Arc<Kms>, realm: Realm, options: ServerOptions) -> Self {
         ServerState {
             kms,
             realm: Arc::new(realm),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                options.max_concurrent_requests.max(1),
+            )),
+            options,
         }
     }
 }
@@ -79,6 +109,7 @@ pub fn app(state: ServerState) -> Router {
             get(realm::certs),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -99,6 +130,33 @@ async fn access_log(request: axum::extract::Request, next: axum::middleware::Nex
         "request done"
     );
     response
+}
+
+/// At most `max_concurrent_requests` at once, each within `request_timeout` (the wait for a
+/// slot included); beyond it, 504 in the envelope.
+async fn limits(
+    State(state): State<ServerState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let timeout = state.options.request_timeout;
+    let served = async {
+        let _slot = state.slots.acquire().await;
+        next.run(request).await
+    };
+    match tokio::time::timeout(timeout, served).await {
+        Ok(response) => response,
+        Err(_) => failure(
+            StatusCode::GATEWAY_TIMEOUT,
+            ServiceError::new(
+                KerCode::Kms500,
+                format!(
+                    "the request did not complete within {} s",
+                    timeout.as_secs_f64()
+                ),
+            ),
+        ),
+    }
 }
 
 /// A body over [`MAX_BODY_BYTES`] is answered 413 in the MOSIP envelope, like every other

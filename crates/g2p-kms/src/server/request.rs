@@ -97,6 +97,20 @@ impl<T: DeserializeOwned> FromRequest<ServerState> for Mosip<T> {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &ServerState) -> Result<Self, Self::Rejection> {
+        // A browser holding the `Authorization` cookie can be made to post a form here, but
+        // not JSON: only JSON is read.
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ServiceError::new(KerCode::Kms005, "Content-Type must be application/json"),
+            ));
+        }
         let body = Bytes::from_request(request, state)
             .await
             .map_err(IntoResponse::into_response)?;
