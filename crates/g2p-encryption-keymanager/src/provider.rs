@@ -9,7 +9,7 @@ use g2p_encryption::cache::Cached;
 use g2p_encryption::cert::CertificateInfo;
 use g2p_encryption::jws::VerificationKeys;
 use g2p_encryption::{
-    EncryptionProvider, Error, ErrorKind, Jwk, JwkSet, KeyUse, SignOptions, SignPayload,
+    EncryptionProvider, Error, ErrorKind, Jwk, JwkSet, KeyPairs, KeyUse, SignOptions, SignPayload,
     SignatureError, UnverifiedJws, VerifiedJws, b64,
 };
 use g2p_mosip::cipher::{self, Sealer};
@@ -372,6 +372,20 @@ fn cache_miss(cache: &'static str) {
 impl EncryptionProvider for KeymanagerProvider {
     fn kind(&self) -> &'static str {
         "keymanager"
+    }
+
+    fn ciphertext_key(&self, ciphertext: &[u8]) -> Option<String> {
+        let thumbprint = cipher::parse(ciphertext).ok()?.thumbprint_hex()?;
+        Some(format!("thumbprint:{thumbprint}"))
+    }
+
+    fn key_pairs(&self) -> Option<KeyPairs> {
+        let config = self.client.config();
+        let pair = |(app, reference): (&str, &str)| (app.to_string(), reference.to_string());
+        Some(KeyPairs {
+            encrypt: pair(config.encrypt_ids()),
+            sign: pair(config.sign_ids()),
+        })
     }
 
     async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, Error> {

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod b64;
 pub mod cache;
 pub mod cert;
@@ -37,5 +38,5 @@ mod registry;
 pub use error::{Error, ErrorKind, ProviderError, Result, SignatureError};
 pub use jwk::{Jwk, JwkSet, KeyUse};
 pub use jws::{Alg, JwsHeader, UnverifiedJws, VerifiedJws};
-pub use provider::{EncryptionProvider, SignOptions, SignPayload};
+pub use provider::{EncryptionProvider, KeyPairs, SignOptions, SignPayload};
 pub use registry::ProviderRegistry;

@@ -61,6 +61,15 @@ impl Default for SignOptions {
     }
 }
 
+/// The keys a provider works with, by MOSIP application and reference id: for audit records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPairs {
+    /// `(application, reference)` of the encryption key.
+    pub encrypt: (String, String),
+    /// `(application, reference)` of the signing key.
+    pub sign: (String, String),
+}
+
 /// Encryption, decryption, JWS signing and verification, and key publication, without the
 /// caller ever holding a private key.
 ///
@@ -96,6 +105,18 @@ pub trait EncryptionProvider: Send + Sync + std::fmt::Debug {
 
     /// The public keys: encryption keys (`use: enc`) and signature keys (`use: sig`).
     async fn jwks(&self) -> Result<JwkSet, Error>;
+
+    /// The key that sealed `ciphertext` — its key id, or `thumbprint:HEX` when only the
+    /// thumbprint is known — for audit records; `None` when the ciphertext names none.
+    fn ciphertext_key(&self, ciphertext: &[u8]) -> Option<String> {
+        let _ = ciphertext;
+        None
+    }
+
+    /// The application and reference ids of the provider's keys, when it has such ids.
+    fn key_pairs(&self) -> Option<KeyPairs> {
+        None
+    }
 
     /// Checks that the provider can serve requests now, for readiness probes: the key
     /// manager is reachable and, for a remote one, a token is obtainable. The default asks

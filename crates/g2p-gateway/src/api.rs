@@ -337,3 +337,21 @@ pub struct JwksDoc {
     /// The keys of every configured provider.
     pub keys: Vec<JwkDoc>,
 }
+
+impl crate::body::ProviderChoice for DataRequest {
+    fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
+    }
+}
+
+impl crate::body::ProviderChoice for SignRequest {
+    fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
+    }
+}
+
+impl crate::body::ProviderChoice for VerifyRequest {
+    fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
+    }
+}

@@ -15,6 +15,8 @@ use crate::GatewayState;
 use crate::api::ErrorBody;
 use crate::error::ApiError;
 use crate::observe::{RequestStart, record_batch};
+use crate::ops::Done;
+use g2p_encryption::audit::{AuditRecord, Outcome};
 
 /// The raw body, with a too-large body answered as 413 in our error format.
 pub(crate) struct Body(pub(crate) Bytes, pub(crate) tokio::time::Instant);
@@ -165,9 +167,84 @@ where
     .await
 }
 
-/// Answers one operation's body: one request, or a batch answered item by item.
+/// Who asked, for the audit trail.
+pub(crate) struct AuditContext {
+    pub(crate) caller: String,
+    pub(crate) request_id: Option<String>,
+}
+
+/// One audit line for a request: its items, the keys they used, how it ended.
+fn audit<R>(
+    state: &GatewayState,
+    context: AuditContext,
+    operation: &'static str,
+    provider: Option<String>,
+    results: &[Result<Done<R>, ApiError>],
+) {
+    if !state.audit().is_on() {
+        return;
+    }
+    let mut keys: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().and_then(|d| d.key.clone()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let succeeded = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|d| !d.refused))
+        .count();
+    let refused = results
+        .iter()
+        .filter(|r| match r {
+            Ok(done) => done.refused,
+            Err(e) => e.kind == "refused",
+        })
+        .count();
+    let first_error = results.iter().find_map(|r| r.as_ref().err());
+    let outcome = if succeeded == results.len() {
+        Outcome::Ok
+    } else if succeeded > 0 {
+        Outcome::Partial
+    } else if refused > 0 {
+        Outcome::Refused
+    } else {
+        Outcome::Error
+    };
+    let name = provider.or_else(|| state.registry().default_name().map(String::from));
+    let pair = name
+        .as_deref()
+        .and_then(|n| state.registry().get(Some(n)).ok())
+        .and_then(|p| p.key_pairs())
+        .map(|pairs| match operation {
+            "encrypt" | "decrypt" => pairs.encrypt,
+            _ => pairs.sign,
+        });
+    state.audit().record(AuditRecord {
+        service: "gateway",
+        request_id: context.request_id,
+        caller: context.caller,
+        operation,
+        provider: name,
+        application_id: pair.as_ref().map(|p| p.0.clone()),
+        reference_id: pair.map(|p| p.1),
+        keys,
+        items: results.len(),
+        succeeded,
+        outcome: Some(outcome),
+        error: first_error
+            .map(|e| e.kind.to_string())
+            .or_else(|| (refused > 0).then(|| "refused".to_string())),
+        ..AuditRecord::default()
+    });
+}
+
+/// Answers one operation's body: one request, or a batch answered item by item; one audit
+/// line either way.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn operation<'s, T, R, I, B, F, Fut>(
     state: &'s GatewayState,
+    context: AuditContext,
     Body(body, started): Body,
     name: &'static str,
     one: F,
@@ -176,24 +253,37 @@ pub(crate) async fn operation<'s, T, R, I, B, F, Fut>(
     batch: fn(Vec<I>) -> B,
 ) -> Result<Response, ApiError>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + ProviderChoice,
     R: Serialize,
     B: Serialize,
     F: Fn(&'s GatewayState, Option<String>, T) -> Fut,
-    Fut: Future<Output = Result<R, ApiError>>,
+    Fut: Future<Output = Result<Done<R>, ApiError>>,
 {
     match parse::<T>(&body, state.options().batch_limit)? {
-        Parsed::One(request) => Ok(Json(one(state, None, request).await?).into_response()),
+        Parsed::One(request) => {
+            let provider = request.provider().map(String::from);
+            let result = one(state, None, request).await;
+            let result = [result];
+            audit(state, context, name, provider, &result);
+            let [result] = result;
+            Ok(Json(result?.response).into_response())
+        }
         Parsed::Batch { items, provider } => {
             let results = run_batch(state, name, started, items, |request| {
                 one(state, provider.clone(), request)
             })
             .await;
+            audit(state, context, name, provider, &results);
             let items = results
                 .into_iter()
-                .map(|r| r.map_or_else(|e| err(e.body()), ok))
+                .map(|r| r.map_or_else(|e| err(e.body()), |done| ok(done.response)))
                 .collect();
             Ok(Json(batch(items)).into_response())
         }
     }
+}
+
+/// The provider a request names, if it names one.
+pub(crate) trait ProviderChoice {
+    fn provider(&self) -> Option<&str>;
 }

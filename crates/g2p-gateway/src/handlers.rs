@@ -2,12 +2,12 @@
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use g2p_encryption::b64;
 
 use crate::api::{
@@ -16,9 +16,9 @@ use crate::api::{
     VerifyResult,
 };
 use crate::auth::{Caller, Scope};
-use crate::body::{Body, operation};
+use crate::body::{AuditContext, Body, operation};
 use crate::error::ApiError;
-use crate::observe::prometheus;
+use crate::observe::{RequestId, prometheus};
 use crate::ops::{decrypt_one, encrypt_one, finish, sign_one, verify_one};
 use crate::{GatewayState, JwksDocument};
 
@@ -36,11 +36,13 @@ use crate::{GatewayState, JwksDocument};
 pub async fn encrypt(
     State(state): State<GatewayState>,
     caller: Caller,
+    request_id: Option<Extension<RequestId>>,
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Encrypt)?;
     operation(
         &state,
+        audit_context(&caller, request_id),
         body,
         "encrypt",
         encrypt_one,
@@ -65,11 +67,13 @@ pub async fn encrypt(
 pub async fn decrypt(
     State(state): State<GatewayState>,
     caller: Caller,
+    request_id: Option<Extension<RequestId>>,
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Decrypt)?;
     operation(
         &state,
+        audit_context(&caller, request_id),
         body,
         "decrypt",
         decrypt_one,
@@ -94,11 +98,13 @@ pub async fn decrypt(
 pub async fn sign(
     State(state): State<GatewayState>,
     caller: Caller,
+    request_id: Option<Extension<RequestId>>,
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Sign)?;
     operation(
         &state,
+        audit_context(&caller, request_id),
         body,
         "sign",
         sign_one,
@@ -122,11 +128,13 @@ pub async fn sign(
 pub async fn verify(
     State(state): State<GatewayState>,
     caller: Caller,
+    request_id: Option<Extension<RequestId>>,
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Verify)?;
     operation(
         &state,
+        audit_context(&caller, request_id),
         body,
         "verify",
         verify_one,
@@ -135,6 +143,13 @@ pub async fn verify(
         |items| VerifyBatchResponse { items },
     )
     .await
+}
+
+fn audit_context(caller: &Caller, request_id: Option<Extension<RequestId>>) -> AuditContext {
+    AuditContext {
+        caller: caller.name().to_string(),
+        request_id: request_id.map(|Extension(RequestId(id))| id),
+    }
 }
 
 fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {

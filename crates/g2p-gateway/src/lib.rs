@@ -29,6 +29,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use g2p_encryption::audit::AuditLog;
 use g2p_encryption::cache::Cached;
 use g2p_encryption::clock::Clock;
 use g2p_encryption::{Error, ProviderRegistry};
@@ -76,6 +77,8 @@ struct Inner {
     options: GatewayOptions,
     /// The last JWKS body and ETag built, reused for `jwks_refresh`.
     jwks: Cached<JwksDocument>,
+    /// Where each key operation is recorded.
+    audit: AuditLog,
 }
 
 /// The JWKS body the gateway serves, and its ETag.
@@ -92,7 +95,7 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    /// A gateway over `registry`.
+    /// A gateway over `registry`, without an audit trail.
     ///
     /// # Errors
     /// [`Error::Configuration`] when the registry is empty or a limit is zero.
@@ -100,6 +103,19 @@ impl GatewayState {
         registry: ProviderRegistry,
         api_keys: ApiKeys,
         options: GatewayOptions,
+    ) -> Result<Self, Error> {
+        Self::with_audit(registry, api_keys, options, AuditLog::off())
+    }
+
+    /// A gateway over `registry` recording every key operation in `audit`.
+    ///
+    /// # Errors
+    /// As [`GatewayState::new`].
+    pub fn with_audit(
+        registry: ProviderRegistry,
+        api_keys: ApiKeys,
+        options: GatewayOptions,
+        audit: AuditLog,
     ) -> Result<Self, Error> {
         if registry.is_empty() {
             return Err(Error::Configuration(
@@ -124,6 +140,7 @@ impl GatewayState {
                 api_keys,
                 options,
                 jwks: Cached::new(Clock::system()),
+                audit,
             }),
         })
     }
@@ -141,6 +158,11 @@ impl GatewayState {
     /// The options.
     pub fn options(&self) -> &GatewayOptions {
         &self.inner.options
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
     }
 
     /// The JWKS document built at most once per `jwks_refresh` (one build at a time;

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use g2p_encryption::{EncryptionProvider, Error, ErrorKind, SignOptions, SignPayload, b64};
+use g2p_encryption::{
+    EncryptionProvider, Error, ErrorKind, SignOptions, SignPayload, UnverifiedJws, b64,
+};
 use serde_json::Value;
 use zeroize::Zeroize;
 
@@ -54,11 +56,29 @@ pub(crate) fn finish<T>(
     result
 }
 
+/// What one request produced: the answer, and for the audit trail the key it used and
+/// whether the data was refused.
+pub(crate) struct Done<R> {
+    pub(crate) response: R,
+    pub(crate) key: Option<String>,
+    pub(crate) refused: bool,
+}
+
+impl<R> Done<R> {
+    fn with_key(response: R, key: Option<String>) -> Self {
+        Done {
+            response,
+            key,
+            refused: false,
+        }
+    }
+}
+
 pub(crate) async fn encrypt_one(
     state: &GatewayState,
     batch_provider: Option<String>,
     request: DataRequest,
-) -> Result<DataResponse, ApiError> {
+) -> Result<Done<DataResponse>, ApiError> {
     let (name, provider) = provider_for(
         state,
         request.provider.as_deref(),
@@ -69,28 +89,31 @@ pub(crate) async fn encrypt_one(
     let result = provider.encrypt(&plaintext).await;
     plaintext.zeroize();
     let ciphertext = finish("encrypt", &name, started, result)?;
-    Ok(DataResponse {
+    let key = provider.ciphertext_key(&ciphertext);
+    let response = DataResponse {
         data: b64::encode_b64u(&ciphertext),
-    })
+    };
+    Ok(Done::with_key(response, key))
 }
 
 pub(crate) async fn decrypt_one(
     state: &GatewayState,
     batch_provider: Option<String>,
     request: DataRequest,
-) -> Result<DataResponse, ApiError> {
+) -> Result<Done<DataResponse>, ApiError> {
     let (name, provider) = provider_for(
         state,
         request.provider.as_deref(),
         batch_provider.as_deref(),
     )?;
     let ciphertext = decode_b64("data", &request.data)?;
+    let key = provider.ciphertext_key(&ciphertext);
     let started = Instant::now();
     let result = provider.decrypt(&ciphertext).await;
     let mut plaintext = finish("decrypt", &name, started, result)?;
     let data = b64::encode_b64u(&plaintext);
     plaintext.zeroize();
-    Ok(DataResponse { data })
+    Ok(Done::with_key(DataResponse { data }, key))
 }
 
 /// The payload a request gives as JSON (`payload`) or as text (`text`); not both.
@@ -114,7 +137,7 @@ pub(crate) async fn sign_one(
     state: &GatewayState,
     batch_provider: Option<String>,
     request: SignRequest,
-) -> Result<SignResponse, ApiError> {
+) -> Result<Done<SignResponse>, ApiError> {
     let (name, provider) = provider_for(
         state,
         request.provider.as_deref(),
@@ -135,7 +158,10 @@ pub(crate) async fn sign_one(
     let started = Instant::now();
     let result = provider.jwt_sign(&payload, &options).await;
     let jws = finish("sign", &name, started, result)?;
-    Ok(SignResponse { jws })
+    let key = UnverifiedJws::parse(&jws)
+        .ok()
+        .and_then(|token| token.header().kid.clone());
+    Ok(Done::with_key(SignResponse { jws }, key))
 }
 
 pub(crate) fn render_payload(bytes: &[u8], response: &mut VerifyResponse) {
@@ -152,7 +178,7 @@ pub(crate) async fn verify_one(
     state: &GatewayState,
     batch_provider: Option<String>,
     request: VerifyRequest,
-) -> Result<VerifyResponse, ApiError> {
+) -> Result<Done<VerifyResponse>, ApiError> {
     let (name, provider) = provider_for(
         state,
         request.provider.as_deref(),
@@ -180,14 +206,19 @@ pub(crate) async fn verify_one(
                 Error::InvalidSignature(reason) => reason.to_string(),
                 other => other.to_string(),
             });
-            Ok(response)
+            Ok(Done {
+                response,
+                key: None,
+                refused: true,
+            })
         }
         other => {
             let verified = finish("verify", &name, started, other)?;
             response.valid = true;
             response.kid = verified.key_id().map(str::to_string);
             render_payload(verified.payload(), &mut response);
-            Ok(response)
+            let key = response.kid.clone();
+            Ok(Done::with_key(response, key))
         }
     }
 }

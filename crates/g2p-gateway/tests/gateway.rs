@@ -890,3 +890,126 @@ async fn one_key_id_one_key_in_the_jwks() {
     );
     assert!(!under_kid.is_empty());
 }
+
+fn audit_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_key_operation_is_audited_without_data_or_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.log");
+    let audit = g2p_encryption::audit::AuditLog::open(&g2p_encryption::audit::AuditSink::File {
+        path: audit_path.clone(),
+        max_bytes: 1 << 20,
+        keep: 1,
+    })
+    .unwrap();
+    let secret_key = "g2pk_audit-secret-key";
+    let keys = ApiKeys::new(vec![
+        ApiKey::from_hash(
+            "openspp",
+            &hash_key(secret_key),
+            &[
+                "encrypt".into(),
+                "decrypt".into(),
+                "sign".into(),
+                "verify".into(),
+            ],
+        )
+        .unwrap(),
+    ]);
+    let state = GatewayState::with_audit(
+        registry(dir.path()),
+        keys,
+        GatewayOptions::default(),
+        audit.clone(),
+    )
+    .unwrap();
+    let router = from(REMOTE, app(state));
+    let call = |path: &'static str, body: Value| {
+        let router = router.clone();
+        async move {
+            let request = Request::post(path)
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {secret_key}"))
+                .header(
+                    "x-request-id",
+                    format!("req-{}", path.trim_start_matches("/v1/")),
+                )
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap();
+            send(&router, request).await
+        }
+    };
+    let plaintext = "Amina Yusuf, 12 Market Road";
+    let sealed = call(
+        "/v1/encrypt",
+        json!({"data": b64::encode_b64u(plaintext.as_bytes())}),
+    )
+    .await;
+    let ct = sealed.body["data"].as_str().unwrap().to_string();
+    let batch = call(
+        "/v1/decrypt",
+        json!({"items": [{"data": ct}, {"data": "bm90IGEgY2lwaGVydGV4dA"}]}),
+    )
+    .await;
+    assert_eq!(batch.status, StatusCode::OK);
+    let signed = call("/v1/sign", json!({"payload": {"beneficiary": "B-1029"}})).await;
+    let jws = signed.body["jws"].as_str().unwrap().to_string();
+    call("/v1/verify", json!({"jws": jws})).await;
+    // Another character in the middle of the signature.
+    let at = jws.len() - 20;
+    let swapped = if &jws[at..=at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{swapped}{}", &jws[..at], &jws[at + 1..]);
+    call("/v1/verify", json!({"jws": tampered})).await;
+    audit.flush().unwrap();
+
+    let lines = audit_lines(&audit_path);
+    let ops: Vec<&str> = lines
+        .iter()
+        .map(|l| l["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["encrypt", "decrypt", "sign", "verify", "verify"]);
+    for line in &lines {
+        assert_eq!(line["service"], "gateway");
+        assert_eq!(line["caller"], "openspp");
+        assert_eq!(line["provider"], "local");
+        assert!(line["time"].as_str().unwrap().ends_with('Z'));
+        assert!(line["request_id"].as_str().unwrap().starts_with("req-"));
+    }
+    assert_eq!(lines[0]["application_id"], "REGISTRATION");
+    assert_eq!(lines[0]["reference_id"], "ENCRYPT");
+    assert_eq!(lines[0]["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(lines[0]["outcome"], "ok");
+    // The batch: one line, two items, one done.
+    assert_eq!(
+        (lines[1]["items"].clone(), lines[1]["succeeded"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(lines[1]["outcome"], "partial");
+    assert_eq!(
+        lines[1]["keys"], lines[0]["keys"],
+        "decrypted with the key that sealed"
+    );
+    assert_eq!(lines[2]["application_id"], "ID_REPO");
+    assert_eq!(lines[3]["outcome"], "ok");
+    assert_eq!(lines[4]["outcome"], "refused");
+    // Nothing of the data, the tokens or the key is in the trail.
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    for secret in [
+        plaintext,
+        &b64::encode_b64u(plaintext.as_bytes()),
+        &ct[..40],
+        &jws[..40],
+        &jws[jws.len() - 40..],
+        secret_key,
+        "B-1029",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} in the audit trail");
+    }
+}

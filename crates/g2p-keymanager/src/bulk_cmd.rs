@@ -7,10 +7,11 @@ use clap::{Args, Subcommand};
 use g2p_config::Provider;
 use g2p_encryption::files::AtomicFile;
 use g2p_registry::fields::{Direction, FieldCrypt};
-use g2p_registry::pipeline::{self, Options, PipelineError};
+use g2p_registry::pipeline::{self, Options, PipelineError, Summary};
 use g2p_registry::record::FieldPath;
 use tokio::io::{AsyncBufRead, BufReader};
 
+use crate::cli::Used;
 use crate::commands::InOut;
 use crate::failure::Failure;
 use crate::io::io_failure;
@@ -49,8 +50,19 @@ impl From<PipelineError> for Failure {
     }
 }
 
-/// Runs `bulk encrypt` or `bulk decrypt`.
-pub async fn run(provider: &Provider, command: &BulkCommand) -> Result<(), Failure> {
+/// Runs `bulk encrypt` or `bulk decrypt`, and records it in the audit trail.
+pub async fn run(used: &Used<'_>, command: &BulkCommand) -> Result<(), Failure> {
+    let direction = match command {
+        BulkCommand::Encrypt(_) => Direction::Encrypt,
+        BulkCommand::Decrypt(_) => Direction::Decrypt,
+    };
+    let result = run_bulk(used.provider, command).await;
+    let values = result.as_ref().map_or(0, |s| s.values);
+    used.record(direction.as_str(), Vec::new(), (values, values), result)
+        .map(|_| ())
+}
+
+async fn run_bulk(provider: &Provider, command: &BulkCommand) -> Result<Summary, Failure> {
     let (args, direction) = match command {
         BulkCommand::Encrypt(args) => (args, Direction::Encrypt),
         BulkCommand::Decrypt(args) => (args, Direction::Decrypt),
@@ -89,7 +101,7 @@ pub async fn run(provider: &Provider, command: &BulkCommand) -> Result<(), Failu
         summary.records,
         summary.elapsed.as_secs_f64()
     );
-    Ok(())
+    Ok(summary)
 }
 
 async fn open_input(

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use g2p_config::Config;
+use g2p_encryption::audit::{AuditLog, AuditSettings};
 
+use crate::audit::Audit;
 use crate::failure::Failure;
 use crate::{bulk_cmd, commands, kms_cmd, serve_cmd};
 
@@ -31,6 +33,10 @@ pub struct Cli {
     /// the default provider; every configured provider is served.
     #[arg(long, global = true, value_name = "NAME")]
     pub provider: Option<String>,
+    /// The audit trail: one JSON line per key operation, appended to this file (`-`: standard
+    /// error); else `[audit] path`; else none.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
     /// Log format on standard error: `text` or `json` (one object per line). The level comes
     /// from `G2P_LOG` (e.g. `info`, `g2p_gateway=debug`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -82,23 +88,72 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         return serve_cmd::api_key(command);
     }
     let config = Config::load(cli.config.as_deref())?;
+    let sink = config
+        .section::<AuditSettings>("audit")?
+        .sink(cli.audit_log.as_deref());
+    let log = AuditLog::open(&sink)
+        .map_err(|e| Failure::usage(format!("cannot open the audit log {sink:?}: {e}")))?;
+    let audit = Audit::new(log);
+    let result = run_command(&cli, &config, &audit).await;
+    audit.flush()?;
+    result
+}
+
+async fn run_command(cli: &Cli, config: &Config, audit: &Audit) -> Result<(), Failure> {
     if let Command::Kms(command) = &cli.command {
-        return kms_cmd::run(command, &config).await;
+        return kms_cmd::run(command, config, audit).await;
     }
     if let Command::Serve(args) = &cli.command {
-        return serve_cmd::serve(&config, cli.provider.as_deref(), args).await;
+        return serve_cmd::serve(config, cli.provider.as_deref(), args, audit.log()).await;
     }
     let (name, provider) = config.provider(cli.provider.as_deref())?;
     tracing::debug!(provider = %name, "provider selected");
+    let used = Used {
+        name: &name,
+        provider: &provider,
+        audit,
+    };
     match &cli.command {
-        Command::Encrypt(io) => commands::encrypt(&provider, io).await,
-        Command::Decrypt(io) => commands::decrypt(&provider, io).await,
-        Command::Sign(args) => commands::sign(&provider, args).await,
-        Command::Verify(args) => commands::verify(&provider, args).await,
+        Command::Encrypt(io) => commands::encrypt(&used, io).await,
+        Command::Decrypt(io) => commands::decrypt(&used, io).await,
+        Command::Sign(args) => commands::sign(&used, args).await,
+        Command::Verify(args) => commands::verify(&used, args).await,
         Command::Jwks => commands::jwks(&provider).await,
         Command::Token(args) => commands::token(&provider, args).await,
-        Command::Bulk(command) => bulk_cmd::run(&provider, command).await,
+        Command::Bulk(command) => bulk_cmd::run(&used, command).await,
         Command::Kms(_) | Command::ApiKey(_) | Command::Serve(_) => Ok(()),
+    }
+}
+
+/// The provider a command uses, under its name, and the audit trail it records in.
+#[derive(Debug)]
+pub struct Used<'a> {
+    /// The provider's name.
+    pub name: &'a str,
+    /// The provider.
+    pub provider: &'a g2p_config::Provider,
+    /// The audit trail.
+    pub audit: &'a Audit,
+}
+
+impl Used<'_> {
+    /// Records an operation on `items` values (`succeeded` of them) with `keys`, and the
+    /// failure of `result`, and gives `result` back.
+    pub fn record<T>(
+        &self,
+        operation: &'static str,
+        keys: Vec<String>,
+        (items, succeeded): (usize, usize),
+        result: Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        self.audit.record(
+            operation,
+            (self.name, self.provider),
+            keys,
+            (items, succeeded),
+            result.as_ref().err(),
+        );
+        result
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use g2p_encryption::{SignOptions, SignPayload, b64};
 
+use crate::cli::Used;
 use crate::failure::Failure;
 use crate::io::{read_input, write_output};
 use g2p_config::Provider;
@@ -61,16 +62,23 @@ pub struct TokenArgs {
 }
 
 /// `encrypt`: raw bytes in, base64url ciphertext and a newline out.
-pub async fn encrypt(provider: &Provider, io: &InOut) -> Result<(), Failure> {
+pub async fn encrypt(used: &Used<'_>, io: &InOut) -> Result<(), Failure> {
     let plaintext = read_input(io.input.as_deref())?;
-    let ciphertext = provider.as_dyn().encrypt(&plaintext).await?;
+    let provider = used.provider.as_dyn();
+    let result = provider.encrypt(&plaintext).await.map_err(Failure::from);
+    let key = result
+        .as_ref()
+        .ok()
+        .and_then(|ct| provider.ciphertext_key(ct));
+    let done = usize::from(result.is_ok());
+    let ciphertext = used.record("encrypt", key.into_iter().collect(), (1, done), result)?;
     let mut out = b64::encode_b64u(&ciphertext).into_bytes();
     out.push(b'\n');
     write_output(io.output.as_deref(), &out)
 }
 
 /// `decrypt`: base64url ciphertext in (whitespace around it ignored), raw plaintext out.
-pub async fn decrypt(provider: &Provider, io: &InOut) -> Result<(), Failure> {
+pub async fn decrypt(used: &Used<'_>, io: &InOut) -> Result<(), Failure> {
     let input = read_input(io.input.as_deref())?;
     let text = std::str::from_utf8(&input)
         .map_err(|_| Failure::usage("input is not base64url text (not UTF-8)"))?
@@ -82,12 +90,16 @@ pub async fn decrypt(provider: &Provider, io: &InOut) -> Result<(), Failure> {
     }
     let ciphertext = b64::decode_lenient(text)
         .map_err(|e| Failure::usage(format!("input is not base64url: {e}")))?;
-    let plaintext = provider.as_dyn().decrypt(&ciphertext).await?;
+    let provider = used.provider.as_dyn();
+    let key = provider.ciphertext_key(&ciphertext);
+    let result = provider.decrypt(&ciphertext).await.map_err(Failure::from);
+    let done = usize::from(result.is_ok());
+    let plaintext = used.record("decrypt", key.into_iter().collect(), (1, done), result)?;
     write_output(io.output.as_deref(), &plaintext)
 }
 
 /// `sign`: a JSON document (or text with `--text`) in, compact JWS and a newline out.
-pub async fn sign(provider: &Provider, args: &SignArgs) -> Result<(), Failure> {
+pub async fn sign(used: &Used<'_>, args: &SignArgs) -> Result<(), Failure> {
     let input = read_input(args.io.input.as_deref())?;
     let payload = if args.text {
         SignPayload::Text(
@@ -109,12 +121,24 @@ pub async fn sign(provider: &Provider, args: &SignArgs) -> Result<(), Failure> {
         include_cert_hash: args.include_cert_hash,
         certificate_url: args.certificate_url.clone(),
     };
-    let token = provider.as_dyn().jwt_sign(&payload, &options).await?;
+    let result = used
+        .provider
+        .as_dyn()
+        .jwt_sign(&payload, &options)
+        .await
+        .map_err(Failure::from);
+    let key = result
+        .as_ref()
+        .ok()
+        .and_then(|token| g2p_encryption::UnverifiedJws::parse(token).ok())
+        .and_then(|token| token.header().kid.clone());
+    let done = usize::from(result.is_ok());
+    let token = used.record("sign", key.into_iter().collect(), (1, done), result)?;
     write_output(args.io.output.as_deref(), format!("{token}\n").as_bytes())
 }
 
 /// `verify`: compact JWS in; the verified payload and a newline out.
-pub async fn verify(provider: &Provider, args: &VerifyArgs) -> Result<(), Failure> {
+pub async fn verify(used: &Used<'_>, args: &VerifyArgs) -> Result<(), Failure> {
     let input = read_input(args.io.input.as_deref())?;
     let token = std::str::from_utf8(&input)
         .map_err(|_| Failure::usage("input is not a compact JWS (not UTF-8)"))?
@@ -123,10 +147,18 @@ pub async fn verify(provider: &Provider, args: &VerifyArgs) -> Result<(), Failur
         Some(path) => Some(read_input(Some(path))?),
         None => None,
     };
-    let verified = provider
+    let result = used
+        .provider
         .as_dyn()
         .jwt_verify(token, payload.as_deref())
-        .await?;
+        .await
+        .map_err(Failure::from);
+    let key = result
+        .as_ref()
+        .ok()
+        .and_then(|v| v.key_id().map(String::from));
+    let done = usize::from(result.is_ok());
+    let verified = used.record("verify", key.into_iter().collect(), (1, done), result)?;
     let mut out = verified.into_payload();
     out.push(b'\n');
     write_output(args.io.output.as_deref(), &out)

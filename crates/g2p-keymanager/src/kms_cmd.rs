@@ -11,7 +11,9 @@ use g2p_kms::server::auth::{Client, Realm};
 use g2p_kms::server::{ServerState, serve};
 use g2p_kms::{KeyRecord, Kms};
 
+use crate::audit::Audit;
 use crate::failure::Failure;
+use g2p_encryption::audit::AuditLog;
 
 /// `kms` subcommands.
 #[derive(Debug, Subcommand)]
@@ -97,7 +99,7 @@ fn open_existing(config: &Config, given: Option<&std::path::Path>) -> Result<Kms
 }
 
 /// Runs a `kms` subcommand.
-pub async fn run(command: &KmsCommand, config: &Config) -> Result<(), Failure> {
+pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result<(), Failure> {
     match command {
         KmsCommand::Keys(KeysCommand::List(dir)) => {
             let kms = open_existing(config, dir.data_dir.as_deref())?;
@@ -105,10 +107,24 @@ pub async fn run(command: &KmsCommand, config: &Config) -> Result<(), Failure> {
         }
         KmsCommand::Keys(KeysCommand::Rotate(args)) => {
             let kms = open_existing(config, args.dir.data_dir.as_deref())?;
-            let record = kms.store().rotate(&args.app, &args.reference)?;
-            crate::io::write_output(None, key_table(&[record]).as_bytes())
+            let result = kms
+                .store()
+                .rotate(&args.app, &args.reference)
+                .map_err(Failure::from);
+            let key = result.as_ref().ok().map(|r| r.key_id.clone());
+            let pair = Some((args.app.clone(), args.reference.clone()));
+            let done = usize::from(result.is_ok());
+            audit.record_pair(
+                "rotate",
+                None,
+                pair,
+                key.into_iter().collect(),
+                (1, done),
+                result.as_ref().err(),
+            );
+            crate::io::write_output(None, key_table(&[result?]).as_bytes())
         }
-        KmsCommand::Serve(args) => serve_command(args, config).await,
+        KmsCommand::Serve(args) => serve_command(args, config, audit.log()).await,
     }
 }
 
@@ -145,7 +161,7 @@ fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-async fn serve_command(args: &ServeArgs, config: &Config) -> Result<(), Failure> {
+async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> Result<(), Failure> {
     let mut table = config.kms().clone();
     table.admit_unknown_applications |= args.admit_unknown_applications;
     table.admit_unknown_references |= args.admit_unknown_references;
@@ -202,7 +218,8 @@ async fn serve_command(args: &ServeArgs, config: &Config) -> Result<(), Failure>
     }
     crate::io::write_output(None, banner.as_bytes())?;
     tracing::info!(%addr, data_dir = %dir.display(), "key manager serving");
-    let state = ServerState::with_options(Arc::clone(&kms), realm, server_options);
+    let state = ServerState::with_options(Arc::clone(&kms), realm, server_options)
+        .with_audit(audit.clone());
     serve(listener, state, crate::service::signal())
         .await
         .map_err(|e| Failure::system(format!("server: {e}")))

@@ -2,6 +2,7 @@
 //! Keymanager, from the command line.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod bulk_cmd;
 mod cli;
 mod commands;

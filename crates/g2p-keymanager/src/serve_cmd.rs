@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use clap::{Args, Subcommand};
 use g2p_config::Config;
+use g2p_encryption::audit::AuditLog;
 use g2p_gateway::{GatewaySettings, GatewayState, hash_key};
 
 use crate::failure::Failure;
@@ -43,6 +44,7 @@ pub async fn serve(
     config: &Config,
     provider: Option<&str>,
     args: &ServeArgs,
+    audit: &AuditLog,
 ) -> Result<(), Failure> {
     let gateway: GatewaySettings = config.section("gateway")?;
     let listen = gateway.listen(args.listen);
@@ -66,7 +68,7 @@ pub async fn serve(
     }
     let default = registry.default_name().unwrap_or("default").to_string();
     let key_count = keys.len();
-    let state = GatewayState::new(registry, keys, options)?;
+    let state = GatewayState::with_audit(registry, keys, options, audit.clone())?;
     let (listener, addr) = crate::service::bind(listen).await?;
     let mut banner = format!("http://{addr}\n");
     for (name, provider) in &built {
@@ -85,6 +87,11 @@ pub async fn serve(
         banner.push_str(&format!(
             "{key_count} API key(s) configured: callers authenticate with Authorization: Bearer\n"
         ));
+    }
+    if !audit.is_on() {
+        banner.push_str(
+            "audit trail off (--audit-log PATH or [audit] path records every key operation)\n",
+        );
     }
     crate::io::write_output(None, banner.as_bytes())?;
     tracing::info!(%addr, providers = built.len(), default = %default, "gateway serving");

@@ -213,3 +213,80 @@ fn no_key_store_by_accident() {
     ));
     assert!(listed.starts_with("application\treference"), "{listed}");
 }
+
+#[test]
+fn the_command_audits_its_key_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let audit = dir.path().join("audit.log");
+    let audit_arg = audit.to_str().unwrap();
+    let plain = dir.path().join("plain.txt");
+    std::fs::write(&plain, "Grace Wanjiru, plot 9").unwrap();
+    let sealed = dir.path().join("sealed.txt");
+    let opened = dir.path().join("opened.txt");
+    ok(&run(
+        &data,
+        &[
+            "encrypt",
+            "--audit-log",
+            audit_arg,
+            "--in",
+            plain.to_str().unwrap(),
+            "--out",
+            sealed.to_str().unwrap(),
+        ],
+    ));
+    ok(&run(
+        &data,
+        &[
+            "decrypt",
+            "--audit-log",
+            audit_arg,
+            "--in",
+            sealed.to_str().unwrap(),
+            "--out",
+            opened.to_str().unwrap(),
+        ],
+    ));
+    // The [audit] table does the same; a refused ciphertext is recorded as refused.
+    let config = dir.path().join("g2p.toml");
+    std::fs::write(&config, format!("[audit]\npath = {audit_arg:?}\n")).unwrap();
+    let mut bad = std::fs::read_to_string(&sealed).unwrap().trim().to_string();
+    let at = bad.len() - 10;
+    let swapped = if &bad[at..=at] == "A" { "B" } else { "A" };
+    bad.replace_range(at..=at, swapped);
+    std::fs::write(&sealed, &bad).unwrap();
+    let refused = run(
+        &data,
+        &[
+            "decrypt",
+            "--config",
+            config.to_str().unwrap(),
+            "--in",
+            sealed.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ops: Vec<&str> = lines
+        .iter()
+        .map(|l| l["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["encrypt", "decrypt", "decrypt"]);
+    for line in &lines {
+        assert_eq!(line["service"], "cli");
+        assert!(line["caller"].as_str().unwrap().starts_with("cli:"));
+        assert_eq!(line["provider"], "default");
+        assert_eq!(line["application_id"], "REGISTRATION");
+    }
+    assert_eq!(lines[0]["keys"], lines[1]["keys"]);
+    assert_eq!(lines[2]["outcome"], "refused");
+    assert!(
+        !text.contains("Grace") && !text.contains(&bad[..30]),
+        "{text}"
+    );
+}

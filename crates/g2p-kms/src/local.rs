@@ -8,7 +8,7 @@ use g2p_encryption::cache::Cached;
 use g2p_encryption::clock::Clock;
 use g2p_encryption::jws::VerificationKeys;
 use g2p_encryption::{
-    EncryptionProvider, Error, ErrorKind, Jwk, JwkSet, KeyUse, SignOptions, SignPayload,
+    EncryptionProvider, Error, ErrorKind, Jwk, JwkSet, KeyPairs, KeyUse, SignOptions, SignPayload,
     SignatureError, UnverifiedJws, VerifiedJws,
 };
 use g2p_mosip::cipher::CipherParams;
@@ -203,6 +203,27 @@ impl LocalProvider {
 impl EncryptionProvider for LocalProvider {
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    fn ciphertext_key(&self, ciphertext: &[u8]) -> Option<String> {
+        let thumbprint = g2p_mosip::cipher::parse(ciphertext)
+            .ok()?
+            .thumbprint_hex()?;
+        match self.kms.store().record_by_thumbprint(&thumbprint) {
+            Ok(Some(record)) => Some(record.key_id),
+            _ => Some(format!("thumbprint:{thumbprint}")),
+        }
+    }
+
+    fn key_pairs(&self) -> Option<KeyPairs> {
+        let s = &self.settings;
+        Some(KeyPairs {
+            encrypt: (
+                s.encrypt_application_id.clone(),
+                s.encrypt_reference_id.clone(),
+            ),
+            sign: (s.sign_application_id.clone(), s.sign_reference_id.clone()),
+        })
     }
 
     async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, Error> {

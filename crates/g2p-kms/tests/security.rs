@@ -462,3 +462,109 @@ async fn requests_are_bounded_in_time_and_number() {
     );
     assert!(matches!(quick, 200 | 504), "{quick}");
 }
+
+#[tokio::test]
+async fn kms_serve_audits_key_operations_without_data_or_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.log");
+    let audit = g2p_encryption::audit::AuditLog::open(&g2p_encryption::audit::AuditSink::File {
+        path: audit_path.clone(),
+        max_bytes: 1 << 20,
+        keep: 1,
+    })
+    .unwrap();
+    let kms = open(&dir.path().join("data"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let realm = Realm::new(
+        "openg2p",
+        &base,
+        vec![Client::parse("registry-app:s3cr3t-client:REGISTRATION_ADMIN,KEY_MAKER").unwrap()],
+        300,
+    )
+    .unwrap();
+    let state = ServerState::new(kms, realm).with_audit(audit.clone());
+    tokio::spawn(serve(listener, state, std::future::pending()));
+    let token = token(&base, "registry-app", "s3cr3t-client").await;
+    let call = |endpoint: &'static str, request: serde_json::Value| {
+        let (base, token) = (base.clone(), token.clone());
+        async move {
+            let answer: serde_json::Value = reqwest::Client::new()
+                .post(format!("{base}/v1/keymanager/{endpoint}"))
+                .header("cookie", format!("Authorization={token}"))
+                .header("x-request-id", format!("id-{}", endpoint.replace('/', ".")))
+                .json(&json!({"id": "x", "version": "1", "requesttime": g2p_mosip::timestamp::now_strict(), "request": request}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer
+        }
+    };
+    let ts = g2p_mosip::timestamp::now_strict();
+    let secret_text = "Fatima Bello 0803";
+    let data = b64u(secret_text.as_bytes());
+    let sealed = call("encrypt", json!({"applicationId": "REGISTRATION", "referenceId": "ENCRYPT", "timeStamp": ts, "data": data})).await;
+    let ct = sealed["response"]["data"].as_str().unwrap().to_string();
+    call("decrypt", json!({"applicationId": "REGISTRATION", "referenceId": "ENCRYPT", "timeStamp": ts, "data": ct})).await;
+    let refused = call("decrypt", json!({"applicationId": "REGISTRATION", "referenceId": "ENCRYPT", "timeStamp": ts, "data": format!("{}A", &ct[..ct.len() - 1])})).await;
+    assert!(refused["errors"].is_array(), "{refused}");
+    let signed = call("jwtSign", json!({"applicationId": "ID_REPO", "referenceId": "", "dataToSign": b64u(br#"{"beneficiary":"B-77"}"#), "includePayload": true})).await;
+    let jws = signed["response"]["jwtSignedData"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        "jwtVerify",
+        json!({"applicationId": "ID_REPO", "referenceId": "", "jwtSignatureData": jws}),
+    )
+    .await;
+    call(
+        "generateMasterKey/CERTIFICATE",
+        json!({"applicationId": "REGISTRATION", "force": true}),
+    )
+    .await;
+    audit.flush().unwrap();
+
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ops: Vec<&str> = lines
+        .iter()
+        .map(|l| l["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        ["encrypt", "decrypt", "decrypt", "sign", "verify", "rotate"]
+    );
+    for line in &lines {
+        assert_eq!(line["service"], "kms");
+        assert_eq!(line["caller"], "registry-app");
+        assert!(line["request_id"].as_str().unwrap().starts_with("id-"));
+    }
+    assert_eq!(
+        lines[0]["keys"], lines[1]["keys"],
+        "decrypted with the key that sealed"
+    );
+    assert_eq!(lines[1]["outcome"], "ok");
+    assert_eq!(lines[2]["outcome"], "refused");
+    assert!(lines[2]["error"].as_str().unwrap().starts_with("KER-"));
+    assert_eq!(lines[3]["application_id"], "ID_REPO");
+    assert_eq!(lines[4]["outcome"], "ok");
+    assert_eq!(lines[5]["application_id"], "REGISTRATION");
+    for secret in [
+        secret_text,
+        &data,
+        &ct[..40],
+        &jws[..40],
+        "s3cr3t-client",
+        &token[..40],
+        "B-77",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} in the audit trail");
+    }
+}

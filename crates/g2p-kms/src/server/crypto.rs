@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use g2p_encryption::{Alg, b64};
+use g2p_encryption::{Alg, UnverifiedJws, b64};
 use g2p_mosip::KerCode;
 use g2p_mosip::cipher::CipherParams;
 use g2p_mosip::dto::{
@@ -16,49 +16,79 @@ use g2p_mosip::timestamp;
 use super::request::{Caller, Crypto, Mosip};
 use super::{ServerState, blocking};
 use crate::error::KmsError;
-use crate::kms::{Kms, SignSpec};
+use crate::kms::SignSpec;
 
 /// `POST /encrypt`.
 pub(super) async fn encrypt(
     State(state): State<ServerState>,
-    _: Caller<Crypto>,
+    caller: Caller<Crypto>,
     body: Mosip<CryptomanagerRequest>,
 ) -> Response {
-    body.answer(|r| crypt(state, r, Kms::encrypt)).await
+    body.answer(|r| crypt(state, caller, r, Crypt::Encrypt))
+        .await
 }
 
 /// `POST /decrypt`.
 pub(super) async fn decrypt(
     State(state): State<ServerState>,
-    _: Caller<Crypto>,
+    caller: Caller<Crypto>,
     body: Mosip<CryptomanagerRequest>,
 ) -> Response {
-    body.answer(|r| crypt(state, r, Kms::decrypt)).await
+    body.answer(|r| crypt(state, caller, r, Crypt::Decrypt))
+        .await
 }
 
-/// A key operation of `/encrypt` or `/decrypt`: application, reference, salt and aad, data.
-type CryptOperation = fn(&Kms, &str, &str, &CipherParams, &[u8]) -> Result<Vec<u8>, KmsError>;
+/// `/encrypt` or `/decrypt`.
+#[derive(Debug, Clone, Copy)]
+enum Crypt {
+    Encrypt,
+    Decrypt,
+}
 
-/// Checks a `/encrypt` or `/decrypt` request and runs `operation` on its data.
+/// Checks a `/encrypt` or `/decrypt` request, runs it on its data, records it.
 async fn crypt(
     state: ServerState,
+    caller: Caller<Crypto>,
     r: CryptomanagerRequest,
-    operation: CryptOperation,
+    crypt: Crypt,
 ) -> Result<CryptomanagerResponse, KmsError> {
-    let (params, data) = crypto_inputs(&r)?;
+    let (params, data) = match crypto_inputs(&r) {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            let operation = crypt.name();
+            let result = Err(e);
+            let pair = (r.application_id.as_str(), r.reference_id.as_str());
+            state.record(&caller.id, operation, pair, None, &result);
+            return result;
+        }
+    };
     blocking(move || {
-        let out = operation(
-            &state.kms,
-            &r.application_id,
-            &r.reference_id,
-            &params,
-            &data,
-        )?;
+        let pair = (r.application_id.as_str(), r.reference_id.as_str());
+        let result = match crypt {
+            Crypt::Encrypt => state.kms.encrypt(pair.0, pair.1, &params, &data),
+            Crypt::Decrypt => state.kms.decrypt(pair.0, pair.1, &params, &data),
+        };
+        let sealed = match (crypt, &result) {
+            (Crypt::Encrypt, Ok(out)) => Some(out.as_slice()),
+            (Crypt::Encrypt, Err(_)) => None,
+            (Crypt::Decrypt, _) => Some(data.as_slice()),
+        };
+        let key = sealed.and_then(|blob| state.key_of_ciphertext(blob));
+        state.record(&caller.id, crypt.name(), pair, key, &result);
         Ok(CryptomanagerResponse {
-            data: b64::encode_b64u(&out),
+            data: b64::encode_b64u(&result?),
         })
     })
     .await
+}
+
+impl Crypt {
+    fn name(self) -> &'static str {
+        match self {
+            Crypt::Encrypt => "encrypt",
+            Crypt::Decrypt => "decrypt",
+        }
+    }
 }
 
 /// How an endpoint reads a signing request.
@@ -72,31 +102,48 @@ struct SignRules {
 /// `POST /jwtSign`: a JSON payload, RS256, base64url-encoded (spec 3.3).
 pub(super) async fn jwt_sign(
     State(state): State<ServerState>,
-    _: Caller<Crypto>,
+    caller: Caller<Crypto>,
     body: Mosip<JwtSignRequest>,
 ) -> Response {
     let rules = SignRules {
         default_algorithm: Alg::Rs256,
         request_chooses: false,
     };
-    body.answer(|r| sign(state, r, rules)).await
+    body.answer(|r| sign(state, caller, r, rules)).await
 }
 
 /// `POST /jwsSign`: any payload; algorithm (PS256 by default), JSON validation and `b64` as
 /// the request says (spec 3.11).
 pub(super) async fn jws_sign(
     State(state): State<ServerState>,
-    _: Caller<Crypto>,
+    caller: Caller<Crypto>,
     body: Mosip<JwtSignRequest>,
 ) -> Response {
     let rules = SignRules {
         default_algorithm: Alg::Ps256,
         request_chooses: true,
     };
-    body.answer(|r| sign(state, r, rules)).await
+    body.answer(|r| sign(state, caller, r, rules)).await
 }
 
 async fn sign(
+    state: ServerState,
+    caller: Caller<Crypto>,
+    r: JwtSignRequest,
+    rules: SignRules,
+) -> Result<JwtSignResponse, KmsError> {
+    let pair = (r.application_id.clone(), r.reference_id.clone());
+    let result = sign_checked(state.clone(), r, rules).await;
+    let key = result
+        .as_ref()
+        .ok()
+        .and_then(|s| UnverifiedJws::parse(&s.jwt_signed_data).ok())
+        .and_then(|token| token.header().kid.clone());
+    state.record(&caller.id, "sign", (&pair.0, &pair.1), key, &result);
+    result
+}
+
+async fn sign_checked(
     state: ServerState,
     r: JwtSignRequest,
     rules: SignRules,
@@ -135,7 +182,7 @@ async fn sign(
 /// `POST /jwtVerify`.
 pub(super) async fn jwt_verify(
     State(state): State<ServerState>,
-    _: Caller<Crypto>,
+    caller: Caller<Crypto>,
     body: Mosip<JwtVerifyRequest>,
 ) -> Response {
     body.answer(|r| async move {
@@ -145,13 +192,25 @@ pub(super) async fn jwt_verify(
             ));
         }
         blocking(move || {
-            let valid = state.kms.verify(
+            let result = state.kms.verify(
                 &r.jwt_signature_data,
                 r.actual_data.as_deref(),
                 &r.application_id,
                 &r.reference_id,
                 r.certificate_data.as_deref(),
-            )?;
+            );
+            // A signature found not valid is a refusal in the audit trail.
+            let audited = match &result {
+                Ok(false) => Err(KmsError::ker(KerCode::Jws105)),
+                Ok(true) => Ok(()),
+                Err(e) => Err(e.clone()),
+            };
+            let key = UnverifiedJws::parse(&r.jwt_signature_data)
+                .ok()
+                .and_then(|token| token.header().kid.clone());
+            let pair = (r.application_id.as_str(), r.reference_id.as_str());
+            state.record(&caller.id, "verify", pair, key, &audited);
+            let valid = result?;
             Ok(JwtVerifyResponse {
                 signature_valid: valid,
                 message: if valid {

@@ -132,18 +132,38 @@ impl ObjectType {
 pub(super) async fn generate_master_key(
     State(state): State<ServerState>,
     Path(object_type): Path<String>,
-    _: Caller<Admin>,
+    caller: Caller<Admin>,
     body: Mosip<KeyPairGenerateRequest>,
 ) -> Response {
     body.answer(|r| async move {
-        let object_type = ObjectType::parse(&object_type)?;
         let reference = r.reference_id.clone().unwrap_or_default();
-        if !(reference.is_empty() || (r.application_id == "KERNEL" && reference == "SIGN")) {
-            return Err(KmsError::ker(KerCode::Kms010));
-        }
-        blocking(move || master_key_response(&state.kms, &r, &reference, object_type)).await
+        let operation = if r.force == Some(true) {
+            "rotate"
+        } else {
+            "generate_master_key"
+        };
+        let pair = (r.application_id.clone(), reference.clone());
+        let result = master_key(&state, &object_type, r, reference).await;
+        let key = result.as_ref().ok().map(|(key_id, _)| key_id.clone());
+        state.record(&caller.id, operation, (&pair.0, &pair.1), key, &result);
+        result.map(|(_, response)| response)
     })
     .await
+}
+
+/// The checked request's answer, and the key id it is about.
+async fn master_key(
+    state: &ServerState,
+    object_type: &str,
+    r: KeyPairGenerateRequest,
+    reference: String,
+) -> Result<(String, KeyPairGenerateResponse), KmsError> {
+    let object_type = ObjectType::parse(object_type)?;
+    if !(reference.is_empty() || (r.application_id == "KERNEL" && reference == "SIGN")) {
+        return Err(KmsError::ker(KerCode::Kms010));
+    }
+    let kms = state.kms.clone();
+    blocking(move || master_key_response(&kms, &r, &reference, object_type)).await
 }
 
 fn master_key_response(
@@ -151,7 +171,7 @@ fn master_key_response(
     r: &KeyPairGenerateRequest,
     reference: &str,
     object_type: ObjectType,
-) -> Result<KeyPairGenerateResponse, KmsError> {
+) -> Result<(String, KeyPairGenerateResponse), KmsError> {
     let record = if r.force == Some(true) {
         kms.store().rotate(&r.application_id, reference)?
     } else {
@@ -170,36 +190,42 @@ fn master_key_response(
         response.cert_sign_request = Some(kms.store().certificate_request(&record, &subject)?);
         response.certificate = None;
     }
-    Ok(response)
+    Ok((record.key_id, response))
 }
 
 /// `PUT /revokeKey`: the pair's current key stops being current; the next use makes a new one.
 pub(super) async fn revoke_key(
     State(state): State<ServerState>,
-    _: Caller<Admin>,
+    caller: Caller<Admin>,
     body: Mosip<RevokeKeyRequest>,
 ) -> Response {
     body.answer(|r| async move {
-        if r.application_id.trim().is_empty() || r.reference_id.trim().is_empty() {
-            return Err(KmsError::invalid(
-                "request.applicationId and request.referenceId should not be null or empty",
-            ));
-        }
-        if r.application_id == "KERNEL" && r.reference_id == "SIGN" {
-            return Err(KmsError::ker(KerCode::Kms021));
-        }
-        blocking(move || {
-            let now = OffsetDateTime::now_utc().unix_timestamp();
-            state
-                .kms
-                .store()
-                .expire_current(&r.application_id, &r.reference_id, now)?;
-            Ok(StatusResponse {
-                status: "Key Revoked".into(),
-                timestamp: Some(timestamp::now_strict()),
-            })
+        let pair = (r.application_id.clone(), r.reference_id.clone());
+        let result = revoke(&state, r).await;
+        state.record(&caller.id, "revoke", (&pair.0, &pair.1), None, &result);
+        result
+    })
+    .await
+}
+
+async fn revoke(state: &ServerState, r: RevokeKeyRequest) -> Result<StatusResponse, KmsError> {
+    if r.application_id.trim().is_empty() || r.reference_id.trim().is_empty() {
+        return Err(KmsError::invalid(
+            "request.applicationId and request.referenceId should not be null or empty",
+        ));
+    }
+    if r.application_id == "KERNEL" && r.reference_id == "SIGN" {
+        return Err(KmsError::ker(KerCode::Kms021));
+    }
+    let kms = state.kms.clone();
+    blocking(move || {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        kms.store()
+            .expire_current(&r.application_id, &r.reference_id, now)?;
+        Ok(StatusResponse {
+            status: "Key Revoked".into(),
+            timestamp: Some(timestamp::now_strict()),
         })
-        .await
     })
     .await
 }
@@ -207,27 +233,40 @@ pub(super) async fn revoke_key(
 /// `POST /uploadOtherDomainCertificate`: a partner's certificate, so its signatures verify.
 pub(super) async fn upload_certificate(
     State(state): State<ServerState>,
-    _: Caller<Admin>,
+    caller: Caller<Admin>,
     body: Mosip<UploadCertificateRequest>,
 ) -> Response {
     body.answer(|r| async move {
-        if r.application_id.trim().is_empty() {
-            return Err(KmsError::invalid(
-                "request.applicationId should not be null or empty",
-            ));
-        }
-        blocking(move || {
-            state.kms.store().upload_partner_certificate(
-                &r.application_id,
-                &r.reference_id,
-                &r.certificate_data,
-            )?;
-            Ok(StatusResponse {
-                status: "Upload Success".into(),
-                timestamp: Some(timestamp::now_strict()),
-            })
-        })
-        .await
+        let pair = (r.application_id.clone(), r.reference_id.clone());
+        let result = upload(&state, r).await;
+        let key = result.as_ref().ok().map(|(key_id, _)| key_id.clone());
+        state.record(&caller.id, "upload", (&pair.0, &pair.1), key, &result);
+        result.map(|(_, status)| status)
+    })
+    .await
+}
+
+async fn upload(
+    state: &ServerState,
+    r: UploadCertificateRequest,
+) -> Result<(String, StatusResponse), KmsError> {
+    if r.application_id.trim().is_empty() {
+        return Err(KmsError::invalid(
+            "request.applicationId should not be null or empty",
+        ));
+    }
+    let kms = state.kms.clone();
+    blocking(move || {
+        let record = kms.store().upload_partner_certificate(
+            &r.application_id,
+            &r.reference_id,
+            &r.certificate_data,
+        )?;
+        let status = StatusResponse {
+            status: "Upload Success".into(),
+            timestamp: Some(timestamp::now_strict()),
+        };
+        Ok((record.key_id, status))
     })
     .await
 }

@@ -21,6 +21,8 @@ use axum::routing::{get, post, put};
 use g2p_mosip::{KerCode, ResponseWrapper, ServiceError};
 use serde_json::Value;
 
+use g2p_encryption::audit::{AuditLog, AuditRecord, Outcome};
+
 use crate::error::KmsError;
 use crate::kms::Kms;
 use auth::Realm;
@@ -53,6 +55,7 @@ pub struct ServerState {
     realm: Arc<Realm>,
     options: ServerOptions,
     slots: Arc<tokio::sync::Semaphore>,
+    audit: AuditLog,
 }
 
 impl ServerState {
@@ -70,6 +73,67 @@ impl ServerState {
                 options.max_concurrent_requests.max(1),
             )),
             options,
+            audit: AuditLog::off(),
+        }
+    }
+
+    /// The same server recording every key operation in `audit`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// One audit line: who did what to which pair's key, and how it ended.
+    fn record<T>(
+        &self,
+        caller: &request::CallerId,
+        operation: &'static str,
+        (application_id, reference_id): (&str, &str),
+        key: Option<String>,
+        result: &Result<T, KmsError>,
+    ) {
+        if !self.audit.is_on() {
+            return;
+        }
+        let (outcome, error) = match result {
+            Ok(_) => (Outcome::Ok, None),
+            Err(e) => {
+                let refused = matches!(
+                    e.code().class(),
+                    g2p_mosip::KerClass::DecryptionRefused | g2p_mosip::KerClass::SignatureRefused
+                );
+                let outcome = if refused {
+                    Outcome::Refused
+                } else {
+                    Outcome::Error
+                };
+                (outcome, Some(e.code().as_str().to_string()))
+            }
+        };
+        self.audit.record(AuditRecord {
+            service: "kms",
+            request_id: caller.request_id.clone(),
+            caller: caller.client_id.clone(),
+            operation,
+            application_id: Some(application_id.to_string()),
+            reference_id: Some(reference_id.to_string()),
+            keys: key.into_iter().collect(),
+            items: 1,
+            succeeded: usize::from(result.is_ok()),
+            outcome: Some(outcome),
+            error,
+            ..AuditRecord::default()
+        });
+    }
+
+    /// The key id behind the thumbprint a ciphertext carries, for audit lines.
+    fn key_of_ciphertext(&self, ciphertext: &[u8]) -> Option<String> {
+        let thumbprint = g2p_mosip::cipher::parse(ciphertext)
+            .ok()?
+            .thumbprint_hex()?;
+        match self.kms.store().record_by_thumbprint(&thumbprint) {
+            Ok(Some(record)) => Some(record.key_id),
+            _ => Some(format!("thumbprint:{thumbprint}")),
         }
     }
 }

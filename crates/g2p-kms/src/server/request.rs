@@ -38,7 +38,31 @@ impl RoleSet for Admin {
 
 /// A caller whose token is valid and who holds one of `R`'s roles. Extracted from the headers
 /// alone, so an unauthenticated request is refused before its body is read.
-pub(super) struct Caller<R>(PhantomData<R>);
+pub(super) struct Caller<R> {
+    pub(super) id: CallerId,
+    roles: PhantomData<R>,
+}
+
+/// Who a caller is, for the audit trail: the token's client, and the request's id.
+pub(super) struct CallerId {
+    pub(super) client_id: String,
+    pub(super) request_id: Option<String>,
+}
+
+/// The request's `x-request-id`, when it sends one of at most 128 characters of
+/// `[A-Za-z0-9-_.:]`.
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(String::from)
+}
 
 impl<R: RoleSet> FromRequestParts<ServerState> for Caller<R> {
     type Rejection = Response;
@@ -52,7 +76,15 @@ impl<R: RoleSet> FromRequestParts<ServerState> for Caller<R> {
             .ok_or(AuthFailure::Unauthenticated("no token"))
             .and_then(|token| state.realm.validate(&token));
         let refused = match authenticated {
-            Ok(principal) if principal.has_any(R::ROLES) => return Ok(Caller(PhantomData)),
+            Ok(principal) if principal.has_any(R::ROLES) => {
+                return Ok(Caller {
+                    id: CallerId {
+                        client_id: principal.client_id,
+                        request_id: request_id(&parts.headers),
+                    },
+                    roles: PhantomData,
+                });
+            }
             Ok(_) => AuthFailure::Forbidden,
             Err(e) => e,
         };
