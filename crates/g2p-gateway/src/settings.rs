@@ -44,6 +44,9 @@ pub struct GatewaySettings {
     /// API keys, stored as hashes (`g2p-keymanager api-key new` makes one).
     #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
+    /// `[gateway.tls]`: read by the command that serves the gateway.
+    #[serde(default)]
+    pub tls: Option<serde::de::IgnoredAny>,
 }
 
 /// `[[gateway.api_keys]]`.

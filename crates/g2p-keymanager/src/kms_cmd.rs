@@ -8,11 +8,12 @@ use clap::{Args, Subcommand};
 use g2p_config::Config;
 use g2p_kms::keyfile;
 use g2p_kms::server::auth::{Client, Realm};
-use g2p_kms::server::{ServerState, serve};
+use g2p_kms::server::{ServerState, app};
 use g2p_kms::{KeyRecord, Kms};
 
 use crate::audit::Audit;
 use crate::failure::Failure;
+use crate::service::{TlsArgs, TlsSettings, serve, transport};
 use g2p_encryption::audit::AuditLog;
 
 /// `kms` subcommands.
@@ -85,6 +86,8 @@ pub struct ServeArgs {
     /// `[kms] admit_unknown_references`).
     #[arg(long)]
     pub admit_unknown_references: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -187,6 +190,8 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
         .listen
         .or(table.listen)
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8088)));
+    let tls: Option<TlsSettings> = config.section("kms.tls")?;
+    let transport = transport(listen, tls.as_ref(), &args.tls)?;
     let realm_name = args
         .realm
         .clone()
@@ -199,7 +204,7 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
         ));
     }
     let (listener, addr) = crate::service::bind(listen).await?;
-    let base = format!("http://{addr}");
+    let base = format!("{}://{addr}", transport.scheme());
     // The realm's signing key is kept (wrapped) in the data directory: tokens survive a
     // restart on the same address.
     let realm_key = kms.store().realm_key(&realm_name)?;
@@ -220,7 +225,7 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
     tracing::info!(%addr, data_dir = %dir.display(), "key manager serving");
     let state = ServerState::with_options(Arc::clone(&kms), realm, server_options)
         .with_audit(audit.clone());
-    serve(listener, state, crate::service::signal())
+    serve(listener, app(state), transport, crate::service::signal())
         .await
         .map_err(|e| Failure::system(format!("server: {e}")))
 }

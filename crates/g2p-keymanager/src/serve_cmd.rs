@@ -9,6 +9,7 @@ use g2p_encryption::audit::AuditLog;
 use g2p_gateway::{GatewaySettings, GatewayState, hash_key};
 
 use crate::failure::Failure;
+use crate::service::{self, TlsArgs, TlsSettings, transport};
 
 /// `serve` arguments.
 #[derive(Debug, Args)]
@@ -17,6 +18,8 @@ pub struct ServeArgs {
     /// free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// `api-key` subcommands.
@@ -48,6 +51,8 @@ pub async fn serve(
 ) -> Result<(), Failure> {
     let gateway: GatewaySettings = config.section("gateway")?;
     let listen = gateway.listen(args.listen);
+    let tls: Option<TlsSettings> = config.section("gateway.tls")?;
+    let transport = transport(listen, tls.as_ref(), &args.tls)?;
     let options = gateway.options().map_err(Failure::usage)?;
     let keys = gateway.api_keys().map_err(Failure::usage)?;
     let providers = config.providers(provider)?;
@@ -70,7 +75,7 @@ pub async fn serve(
     let key_count = keys.len();
     let state = GatewayState::with_audit(registry, keys, options, audit.clone())?;
     let (listener, addr) = crate::service::bind(listen).await?;
-    let mut banner = format!("http://{addr}\n");
+    let mut banner = format!("{}://{addr}\n", transport.scheme());
     for (name, provider) in &built {
         banner.push_str(&format!("provider {name}: {}", provider.describe()));
         if *name == default {
@@ -95,9 +100,16 @@ pub async fn serve(
     }
     crate::io::write_output(None, banner.as_bytes())?;
     tracing::info!(%addr, providers = built.len(), default = %default, "gateway serving");
-    g2p_gateway::run(listener, state, crate::service::signal())
-        .await
-        .map_err(|e| Failure::system(format!("gateway: {e}")))
+    let upkeep = tokio::spawn(g2p_gateway::observe::upkeep());
+    let served = service::serve(
+        listener,
+        g2p_gateway::app(state),
+        transport,
+        crate::service::signal(),
+    )
+    .await;
+    upkeep.abort();
+    served.map_err(|e| Failure::system(format!("gateway: {e}")))
 }
 
 /// Runs an `api-key` subcommand.

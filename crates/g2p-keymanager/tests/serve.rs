@@ -5,8 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use common::{command, spawn, stop};
+
+use std::io::BufRead;
+use std::process::{Child, Stdio};
 
 use g2p_testkit::FakeKeymanager;
 use serde_json::{Value, json};
@@ -15,23 +17,6 @@ struct Served {
     child: Child,
     url: String,
     banner: Vec<String>,
-}
-
-fn command(args: &[&str], data_dir: &std::path::Path) -> Command {
-    let mut cmd = common::binary();
-    cmd.env("G2P_DATA_DIR", data_dir).args(args);
-    cmd
-}
-
-/// Starts the binary with stdout and stderr captured; returns it and its stdout, read by line.
-fn spawn(args: &[&str], data_dir: &std::path::Path) -> (Child, BufReader<ChildStdout>) {
-    let mut child = command(args, data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    (child, stdout)
 }
 
 /// Starts `serve` and reads its banner (the address, one line per provider, one about keys).
@@ -62,24 +47,6 @@ fn start(args: &[&str], data_dir: &std::path::Path) -> Served {
         url: first.trim().to_string(),
         banner,
     }
-}
-
-/// SIGTERM; returns the exit code and everything written to stderr.
-fn stop(mut child: Child) -> (i32, String) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let code = child.wait().unwrap().code().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (code, stderr)
 }
 
 async fn post(url: &str, key: Option<&str>, body: Value) -> (u16, Value) {

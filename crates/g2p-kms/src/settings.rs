@@ -73,6 +73,9 @@ pub struct KmsSettings {
     pub request_timeout: Option<f64>,
     /// `kms serve`: most requests served at once (default 256).
     pub max_concurrent_requests: Option<usize>,
+    /// `[kms.tls]`: read by the command that serves the key manager.
+    #[serde(default)]
+    pub tls: Option<serde::de::IgnoredAny>,
 }
 
 /// One client of the token endpoint. `Debug` shows no secret.

@@ -1,6 +1,8 @@
 //! What the binary's tests share.
+#![allow(dead_code)]
 
-use std::process::Command;
+use std::io::{BufReader, Read};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 /// The binary, with no variable that configures it (`KEYMANAGER_*`, `G2P_*`) taken from the
 /// environment the tests run in.
@@ -13,4 +15,40 @@ pub fn binary() -> Command {
         }
     }
     cmd
+}
+
+/// The binary with `args`, its data directory `data_dir`.
+pub fn command(args: &[&str], data_dir: &std::path::Path) -> Command {
+    let mut cmd = binary();
+    cmd.env("G2P_DATA_DIR", data_dir).args(args);
+    cmd
+}
+
+/// Starts the binary with stdout and stderr captured; returns it and its stdout, read by line.
+pub fn spawn(args: &[&str], data_dir: &std::path::Path) -> (Child, BufReader<ChildStdout>) {
+    let mut child = command(args, data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+/// SIGTERM; returns the exit code and everything written to stderr.
+pub fn stop(mut child: Child) -> (i32, String) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (code, stderr)
 }
