@@ -102,6 +102,13 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary file being written, for writers that need a path rather than a
+    /// stream (a database writing a copy of itself, say). It exists and is empty until
+    /// written; [`AtomicFile::commit`] moves whatever it then holds into place.
+    pub fn temporary_path(&self) -> &Path {
+        &self.temp
+    }
+
     /// Puts the file in place.
     ///
     /// # Errors

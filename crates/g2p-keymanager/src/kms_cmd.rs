@@ -24,6 +24,40 @@ pub enum KmsCommand {
     /// Inspect or rotate keys in the data directory.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write a backup of the key store: its keys still wrapped under the key-encryption key
+    /// (which is not in the backup: keep it apart), and the realms' token signing keys.
+    /// Consistent while `kms serve` runs.
+    Backup(BackupArgs),
+    /// Restore a backup into a data directory that holds no key store, after checking that
+    /// it is intact and that the key-encryption key opens every key in it.
+    Restore(RestoreArgs),
+}
+
+/// `kms backup` arguments.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// The backup file (replaced whole if it exists; created readable by its owner only).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `kms restore` arguments.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Data directory to restore into (default `[kms] data_dir`, else `$G2P_DATA_DIR`, else
+    /// `./g2p-data`); it must hold no key store.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The backup file `kms backup` wrote.
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// The key-encryption key the backup was made under (the `kek` file of the store it was
+    /// taken from), copied into the data directory. Without it: `$G2P_KMS_KEK`, else a
+    /// `kek` file already in the data directory.
+    #[arg(long, value_name = "FILE")]
+    pub kek_file: Option<PathBuf>,
 }
 
 /// `kms keys` subcommands.
@@ -128,7 +162,74 @@ pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result
             crate::io::write_output(None, key_table(&[result?]).as_bytes())
         }
         KmsCommand::Serve(args) => serve_command(args, config, audit.log()).await,
+        KmsCommand::Backup(args) => {
+            let dir = config.kms().data_dir(args.dir.data_dir.as_deref(), env);
+            let result = g2p_kms::backup::backup(&dir, &args.out).map_err(Failure::from);
+            audit_whole(audit, "backup", &result);
+            let summary = result?;
+            let text = format!(
+                "backed up {} into {}\n{}\nthe backup opens only with the key-encryption key of {}: keep that key apart from the backup\n",
+                dir.display(),
+                args.out.display(),
+                describe(&summary),
+                dir.display()
+            );
+            crate::io::write_output(None, text.as_bytes())
+        }
+        KmsCommand::Restore(args) => {
+            let dir = config.kms().data_dir(args.data_dir.as_deref(), env);
+            let from_env = env(g2p_kms::kek::KEK_ENV).filter(|v| !v.trim().is_empty());
+            let source = match (&args.kek_file, &from_env) {
+                (Some(path), _) => g2p_kms::backup::KekSource::File(path),
+                (None, Some(value)) => g2p_kms::backup::KekSource::Base64(value),
+                (None, None) => g2p_kms::backup::KekSource::DataDir,
+            };
+            let result = g2p_kms::backup::restore(&args.input, &dir, source).map_err(Failure::from);
+            audit_whole(audit, "restore", &result);
+            let summary = result?;
+            let text = format!(
+                "restored {} into {}\n{}\n",
+                args.input.display(),
+                dir.display(),
+                describe(&summary)
+            );
+            crate::io::write_output(None, text.as_bytes())
+        }
     }
+}
+
+/// Records a whole-store operation in the audit trail.
+fn audit_whole<T>(audit: &Audit, operation: &'static str, result: &Result<T, Failure>) {
+    let done = usize::from(result.is_ok());
+    audit.record_pair(
+        operation,
+        None,
+        None,
+        Vec::new(),
+        (1, done),
+        result.as_ref().err(),
+    );
+}
+
+/// What a backup holds, in a line.
+fn describe(summary: &g2p_kms::backup::BackupSummary) -> String {
+    let made = summary
+        .made_at
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or_else(String::new, |t| format!(", made {t}"));
+    let realms = if summary.realms.is_empty() {
+        "no realm keys".to_string()
+    } else {
+        format!("realm keys: {}", summary.realms.join(", "))
+    };
+    format!(
+        "{} keys ({} with a private key), {realms}{made}",
+        summary.keys, summary.private_keys
+    )
 }
 
 /// Keys as a tab-separated table with a header line.

@@ -18,6 +18,9 @@ pub const KEK_FILE: &str = "kek";
 /// Name of the key store's database in the data directory.
 pub const STORE_FILE: &str = "keys.db";
 
+const CHECK_CONTEXT: &[u8] = b"kek-check";
+const CHECK_PLAINTEXT: &[u8] = b"g2p-kms key-encryption key check";
+
 /// A 32-byte AES-256-GCM key. `Debug` shows nothing of it.
 pub struct Kek {
     key: LessSafeKey,
@@ -104,6 +107,21 @@ impl Kek {
                 path.display()
             ))),
         }
+    }
+
+    /// A check value a store keeps to tell later whether a key is the one it was made
+    /// under (see [`Kek::made`]).
+    ///
+    /// # Errors
+    /// Only when the system has no randomness.
+    pub fn check_value(&self) -> Result<Vec<u8>, KmsError> {
+        self.wrap(CHECK_CONTEXT, CHECK_PLAINTEXT)
+    }
+
+    /// Whether `check` is a [`Kek::check_value`] of this key.
+    pub fn made(&self, check: &[u8]) -> bool {
+        self.unwrap(CHECK_CONTEXT, check)
+            .is_some_and(|p| p.as_slice() == CHECK_PLAINTEXT)
     }
 
     /// `nonce || ciphertext || tag`, bound to `context` (e.g. the key alias).

@@ -47,17 +47,13 @@ fn read_or_create(
 /// [`KmsError::Config`] for a realm name that is not letters, digits, `-`, `_` and `.`, a
 /// file that cannot be written, or one wrapped under another key-encryption key.
 pub fn realm_key(dir: &Path, kek: &Kek, name: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
+    if !is_realm_name(name) {
         return Err(KmsError::Config(format!(
             "realm name {name:?}: use letters, digits, '-', '_' and '.'"
         )));
     }
-    let path = dir.join(format!("realm-{name}.key"));
-    let context = format!("realm:{name}");
+    let path = dir.join(realm_file(name));
+    let context = realm_context(name);
     let wrapped = read_or_create(&path, || {
         let key = crate::store::generate_pkcs8()?;
         Ok(Zeroizing::new(kek.wrap(context.as_bytes(), &key)?))
@@ -68,6 +64,28 @@ pub fn realm_key(dir: &Path, kek: &Kek, name: &str) -> Result<Zeroizing<Vec<u8>>
             path.display()
         ))
     })
+}
+
+fn is_realm_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn realm_file(name: &str) -> String {
+    format!("realm-{name}.key")
+}
+
+/// What a realm key is bound to when wrapped.
+pub(crate) fn realm_context(name: &str) -> String {
+    format!("realm:{name}")
+}
+
+/// The realm whose key file is named `file_name`, if it is one.
+pub(crate) fn realm_of_file(file_name: &str) -> Option<&str> {
+    let name = file_name.strip_prefix("realm-")?.strip_suffix(".key")?;
+    is_realm_name(name).then_some(name)
 }
 
 /// The id of the client `kms serve` admits when none is configured.

@@ -32,7 +32,6 @@ pub use record::{KeyKind, KeyRecord, LoadedKey};
 
 /// Schema version written in `meta`; a store with a newer one is refused.
 pub const SCHEMA_VERSION: i64 = 1;
-const KEK_CHECK_PLAINTEXT: &[u8] = b"g2p-kms key-encryption key check";
 const SECONDS_PER_DAY: i64 = 86_400;
 /// Most unwrapped private keys kept in memory.
 const CACHED_PRIVATE_KEYS: u64 = 1024;
@@ -200,7 +199,7 @@ impl KeyStore {
                     "INSERT INTO meta (name, value) VALUES ('schema_version', ?1)",
                     params![SCHEMA_VERSION],
                 )?;
-                let check = self.kek.wrap(b"kek-check", KEK_CHECK_PLAINTEXT)?;
+                let check = self.kek.check_value()?;
                 tx.execute(
                     "INSERT INTO meta (name, value) VALUES ('kek_check', ?1)",
                     params![check],
@@ -224,13 +223,14 @@ impl KeyStore {
                 .query_row("SELECT value FROM meta WHERE name = 'kek_check'", [], |r| {
                     r.get(0)
                 })?;
-        match self.kek.unwrap(b"kek-check", &check) {
-            Some(p) if p.as_slice() == KEK_CHECK_PLAINTEXT => Ok(()),
-            _ => Err(KmsError::Config(format!(
+        if self.kek.made(&check) {
+            Ok(())
+        } else {
+            Err(KmsError::Config(format!(
                 "the key-encryption key does not match the keys in {} (wrong {} or kek file); refusing to start",
                 self.path.display(),
                 crate::kek::KEK_ENV
-            ))),
+            )))
         }
     }
 
