@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
+use g2p_testkit::hostile::Tally;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -71,14 +72,12 @@ fn router() -> (tempfile::TempDir, Router) {
     (dir, router)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(192))]
-
-    #[test]
-    fn no_client_body_gets_a_server_error(
-        route in prop::sample::select(vec!["/v1/encrypt", "/v1/decrypt", "/v1/sign", "/v1/verify"]),
-        body in body(),
-    ) {
+#[test]
+fn no_client_body_gets_a_server_error() {
+    let tally = Tally::new("g2p-gateway API", "no client body gets a server error");
+    proptest!(ProptestConfig::with_cases(192), |(route in prop::sample::select(vec!["/v1/encrypt", "/v1/decrypt", "/v1/sign", "/v1/verify"]),
+        body in body())| {
+        tally.input();
         static RUNTIME: std::sync::OnceLock<(tokio::runtime::Runtime, tempfile::TempDir, Router)> =
             std::sync::OnceLock::new();
         let (runtime, _dir, router) = RUNTIME.get_or_init(|| {
@@ -117,5 +116,6 @@ proptest! {
                 }
             }
         }
-    }
+    });
+    tally.report();
 }

@@ -9,6 +9,7 @@ use aws_lc_rs::rsa::{OaepPrivateDecryptingKey, PrivateDecryptingKey};
 use g2p_encryption::cert::CertificateInfo;
 use g2p_mosip::cipher::{self, CipherParams, Mode, Sealer};
 use g2p_testkit::TestKey;
+use g2p_testkit::hostile::Tally;
 use proptest::prelude::*;
 
 struct Keys {
@@ -42,41 +43,54 @@ fn params() -> impl Strategy<Value = CipherParams> {
     (salt, aad).prop_map(|(s, a)| CipherParams::new(s, a))
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
-    #[test]
-    fn arbitrary_bytes_never_panic(blob in prop::collection::vec(any::<u8>(), 0..1200), params in params()) {
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let tally = Tally::new("g2p-mosip ciphertext", "arbitrary bytes never panic");
+    proptest!(ProptestConfig::with_cases(256), |(blob in prop::collection::vec(any::<u8>(), 0..1200), params in params())| {
+        tally.input();
         let _ = cipher::parse(&blob);
         prop_assert!(cipher::open(&keys().private, &params, &blob).is_err());
-    }
+    });
+    tally.report();
+}
 
-    #[test]
-    fn a_splitter_inside_random_bytes_never_panics(
-        // 288 bytes: a thumbprint and a wrapped key of the right size, so that the RSA unwrap
-        // runs on random bytes too.
+#[test]
+fn a_splitter_inside_random_bytes_never_panics() {
+    let tally = Tally::new(
+        "g2p-mosip ciphertext",
+        "a splitter inside random bytes never panics",
+    );
+    // `before` of 288 bytes: a thumbprint and a wrapped key of the right size, so that the
+    // RSA unwrap runs on random bytes too.
+    proptest!(ProptestConfig::with_cases(256), |(
         before in prop_oneof![
             prop::collection::vec(any::<u8>(), 288),
             prop::collection::vec(any::<u8>(), 0..400),
         ],
         after in prop::collection::vec(any::<u8>(), 0..200),
-        header in any::<bool>(),
-    ) {
+        header in any::<bool>())| {
+        tally.input();
         let mut blob = if header { b"VER_R2".to_vec() } else { Vec::new() };
         blob.extend(before);
         blob.extend_from_slice(cipher::SPLITTER);
         blob.extend(after);
         let _ = cipher::parse(&blob);
         prop_assert!(cipher::open(&keys().private, &CipherParams::default(), &blob).is_err());
-    }
+    });
+    tally.report();
+}
 
-    #[test]
-    fn every_seal_opens_and_no_bit_flip_is_accepted(
-        plaintext in prop::collection::vec(any::<u8>(), 1..600),
+#[test]
+fn every_seal_opens_and_no_bit_flip_is_accepted() {
+    let tally = Tally::new(
+        "g2p-mosip ciphertext",
+        "every seal opens and no bit flip is accepted",
+    );
+    proptest!(ProptestConfig::with_cases(256), |(plaintext in prop::collection::vec(any::<u8>(), 1..600),
         params in params(),
         position in any::<prop::sample::Index>(),
-        bit in 0u8..8,
-    ) {
+        bit in 0u8..8)| {
+        tally.input();
         let k = keys();
         let blob = k.sealer.seal(&params, &plaintext).unwrap();
         prop_assert_eq!(cipher::open(&k.private, &params, &blob).unwrap(), plaintext);
@@ -90,5 +104,6 @@ proptest! {
         let mut tampered = blob.clone();
         tampered[i] ^= 1 << bit;
         prop_assert!(cipher::open(&k.private, &params, &tampered).is_err(), "flip at {} accepted", i);
-    }
+    });
+    tally.report();
 }

@@ -11,6 +11,7 @@
 
 pub mod cipher;
 pub mod fake;
+pub mod hostile;
 pub mod jose;
 pub mod keys;
 
