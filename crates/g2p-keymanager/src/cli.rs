@@ -16,7 +16,8 @@ use crate::{bulk_cmd, commands, kms_cmd, serve_cmd};
 ///
 /// Exit codes: 0 success; 1 verification or decryption refused; 2 usage, configuration or
 /// malformed input; 3 the key manager or the auth server could not be reached or answered
-/// with an error.
+/// with an error (or the embedded key store failed); 4 this machine failed the command (an
+/// address in use, a file that cannot be written).
 #[derive(Debug, Parser)]
 #[command(name = "g2p-keymanager", version)]
 pub struct Cli {
@@ -78,7 +79,7 @@ pub enum Command {
     /// export), many at once; written whole or not at all.
     #[command(subcommand)]
     Bulk(bulk_cmd::BulkCommand),
-    /// The embedded key manager: serve it, list and rotate its keys.
+    /// The embedded key manager: serve it, list and rotate its keys, back it up and restore it.
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
 }
