@@ -105,14 +105,7 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupSummary, KmsError> {
     .map_err(|e| config(format!("cannot open {}: {e}", store.display())))?;
     source.busy_timeout(std::time::Duration::from_secs(30))?;
     schema_of(&source, &store)?;
-    let file = AtomicFile::create(out)
-        .map_err(|e| config(format!("cannot write {}: {e}", out.display())))?;
-    let temp = file.temporary_path().to_path_buf();
-    source
-        .execute("VACUUM INTO ?1", params![utf8(&temp)?])
-        .map_err(|e| config(format!("cannot copy {}: {e}", store.display())))?;
-    drop(source);
-    let copy = Connection::open(&temp)?;
+    let (file, copy) = snapshot(source, out)?;
     copy.pragma_update(None, "journal_mode", "DELETE")?;
     copy.execute_batch(
         "CREATE TABLE backup_files (name TEXT PRIMARY KEY, content BLOB NOT NULL);",
@@ -143,6 +136,21 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupSummary, KmsError> {
     file.commit()
         .map_err(|e| config(format!("cannot write {}: {e}", out.display())))?;
     Ok(summary)
+}
+
+/// A consistent copy of the database `source` (one read transaction) started as `target`:
+/// the file to commit once the copy is adjusted, and a connection to the copy.
+fn snapshot(source: Connection, target: &Path) -> Result<(AtomicFile, Connection), KmsError> {
+    let cannot_write =
+        |e: &dyn std::fmt::Display| config(format!("cannot write {}: {e}", target.display()));
+    let file = AtomicFile::create(target).map_err(|e| cannot_write(&e))?;
+    let temp = file.temporary_path().to_path_buf();
+    source
+        .execute("VACUUM INTO ?1", params![utf8(&temp)?])
+        .map_err(|e| cannot_write(&e))?;
+    drop(source);
+    let copy = Connection::open(&temp)?;
+    Ok((file, copy))
 }
 
 /// The schema version of a key store, checked against this program's.
@@ -299,14 +307,7 @@ pub fn restore(input: &Path, dir: &Path, source: KekSource<'_>) -> Result<Backup
     for (name, content) in &files {
         write_once(&dir.join(name), content)?;
     }
-    let file = AtomicFile::create(&store)
-        .map_err(|e| config(format!("cannot write {}: {e}", store.display())))?;
-    let temp = file.temporary_path().to_path_buf();
-    backup
-        .execute("VACUUM INTO ?1", params![utf8(&temp)?])
-        .map_err(|e| config(format!("cannot write {}: {e}", store.display())))?;
-    drop(backup);
-    let copy = Connection::open(&temp)?;
+    let (file, copy) = snapshot(backup, &store)?;
     copy.execute_batch(
         "DROP TABLE IF EXISTS backup_files;
          DELETE FROM meta WHERE name LIKE 'backup\\_%' ESCAPE '\\';",

@@ -69,6 +69,18 @@ impl Kms {
         &self.store
     }
 
+    /// The id of the key a ciphertext names by its thumbprint (`thumbprint:HEX` when the
+    /// store has no such key), for audit lines; `None` when it names none.
+    pub fn key_of_ciphertext(&self, ciphertext: &[u8]) -> Option<String> {
+        let thumbprint = g2p_mosip::cipher::parse(ciphertext)
+            .ok()?
+            .thumbprint_hex()?;
+        match self.store.record_by_thumbprint(&thumbprint) {
+            Ok(Some(record)) => Some(record.key_id),
+            _ => Some(format!("thumbprint:{thumbprint}")),
+        }
+    }
+
     /// Encrypts with the current base key of `(app, ref)` (spec 3.1, 4).
     ///
     /// # Errors

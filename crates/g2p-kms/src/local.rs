@@ -206,13 +206,7 @@ impl EncryptionProvider for LocalProvider {
     }
 
     fn ciphertext_key(&self, ciphertext: &[u8]) -> Option<String> {
-        let thumbprint = g2p_mosip::cipher::parse(ciphertext)
-            .ok()?
-            .thumbprint_hex()?;
-        match self.kms.store().record_by_thumbprint(&thumbprint) {
-            Ok(Some(record)) => Some(record.key_id),
-            _ => Some(format!("thumbprint:{thumbprint}")),
-        }
+        self.kms.key_of_ciphertext(ciphertext)
     }
 
     fn key_pairs(&self) -> Option<KeyPairs> {

@@ -73,7 +73,7 @@ async fn crypt(
             (Crypt::Encrypt, Err(_)) => None,
             (Crypt::Decrypt, _) => Some(data.as_slice()),
         };
-        let key = sealed.and_then(|blob| state.key_of_ciphertext(blob));
+        let key = sealed.and_then(|blob| state.kms.key_of_ciphertext(blob));
         state.record(&caller.id, crypt.name(), pair, key, &result);
         Ok(CryptomanagerResponse {
             data: b64::encode_b64u(&result?),

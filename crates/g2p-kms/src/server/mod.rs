@@ -125,17 +125,6 @@ impl ServerState {
             ..AuditRecord::default()
         });
     }
-
-    /// The key id behind the thumbprint a ciphertext carries, for audit lines.
-    fn key_of_ciphertext(&self, ciphertext: &[u8]) -> Option<String> {
-        let thumbprint = g2p_mosip::cipher::parse(ciphertext)
-            .ok()?
-            .thumbprint_hex()?;
-        match self.kms.store().record_by_thumbprint(&thumbprint) {
-            Ok(Some(record)) => Some(record.key_id),
-            _ => Some(format!("thumbprint:{thumbprint}")),
-        }
-    }
 }
 
 /// The router: `/v1/keymanager/...` and `/realms/{realm}/protocol/openid-connect/...`.
