@@ -60,7 +60,7 @@ pub const DEFAULT_PROVIDER: &str = "default";
 #[derive(Debug, Clone)]
 pub enum ProviderSettings {
     /// `type = "keymanager"`: a remote MOSIP Keymanager.
-    Keymanager(KeymanagerSettings),
+    Keymanager(Box<KeymanagerSettings>),
     /// `type = "local"`: the embedded key manager, in process.
     Local(LocalProviderSettings),
 }
@@ -366,17 +366,15 @@ impl Config {
         };
         if figment.find_value(&path).is_err() {
             return Ok(match kind {
-                ProviderKind::Keymanager => {
-                    ProviderSettings::Keymanager(KeymanagerSettings::default())
-                }
+                ProviderKind::Keymanager => ProviderSettings::Keymanager(Box::default()),
                 ProviderKind::Local => ProviderSettings::Local(LocalProviderSettings::default()),
             });
         }
         let invalid = |e| error::invalid(e, &["providers", name], &figment);
         Ok(match kind {
-            ProviderKind::Keymanager => {
-                ProviderSettings::Keymanager(figment.extract_inner_lossy(&path).map_err(invalid)?)
-            }
+            ProviderKind::Keymanager => ProviderSettings::Keymanager(Box::new(
+                figment.extract_inner_lossy(&path).map_err(invalid)?,
+            )),
             ProviderKind::Local => {
                 ProviderSettings::Local(figment.extract_inner_lossy(&path).map_err(invalid)?)
             }
@@ -456,7 +454,9 @@ impl<'a> Builder<'a> {
         let in_provider = |e: String| ConfigError::Invalid(format!("provider {name:?}: {e}"));
         Ok(match settings {
             ProviderSettings::Keymanager(settings) => {
-                let config = settings.build().map_err(|e| in_provider(e.to_string()))?;
+                let config = (*settings)
+                    .build()
+                    .map_err(|e| in_provider(e.to_string()))?;
                 let provider =
                     KeymanagerProvider::new(config).map_err(|e| in_provider(e.to_string()))?;
                 Provider::Keymanager(Arc::new(provider))

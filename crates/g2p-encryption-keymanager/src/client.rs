@@ -10,13 +10,14 @@ use g2p_mosip::dto::{
     JwtSignResponse, JwtVerifyRequest, JwtVerifyResponse, KeyPairGenerateResponse,
 };
 use g2p_mosip::{EnvelopeError, RequestWrapper, decode_envelope};
-use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, COOKIE, HeaderValue, RETRY_AFTER};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::config::KeymanagerConfig;
-use crate::error::{KeymanagerError, transport_error};
+use crate::error::{KeymanagerError, parse_retry_after, transport_error};
+use crate::resilience::{CallCounters, CallStats, Failed, Guard, GuardSettings};
 use crate::token::{AccessToken, TokenEndpoint, TokenManager};
 
 /// Largest answer read from the Keymanager (a ciphertext of a large document, base64'd).
@@ -33,6 +34,8 @@ struct ClientInner {
     http: reqwest::Client,
     config: KeymanagerConfig,
     tokens: TokenManager,
+    guard: Guard,
+    counters: Arc<CallCounters>,
 }
 
 enum Method<'a> {
@@ -70,6 +73,7 @@ impl KeymanagerClient {
         let http = builder
             .build()
             .map_err(|e| KeymanagerError::Configuration(format!("HTTP client: {e}")))?;
+        let counters = Arc::new(CallCounters::default());
         let tokens = TokenManager::new(
             http.clone(),
             TokenEndpoint {
@@ -78,15 +82,29 @@ impl KeymanagerClient {
                 client_secret: config.client_secret.clone(),
                 grant_type: config.grant_type.clone(),
             },
-            config.token_refresh_skew,
-            config.timeout,
+            (config.token_refresh_skew, config.timeout),
             config.clock.clone(),
+            &config.resilience,
+            counters.clone(),
+        );
+        let guard = Guard::new(
+            GuardSettings {
+                target: "keymanager",
+                url: config.api_base_url.to_string(),
+                retry: config.resilience.retry,
+                breaker: config.resilience.breaker,
+                max_in_flight: Some(config.resilience.max_in_flight),
+                timeout: config.timeout,
+            },
+            counters.clone(),
         );
         Ok(KeymanagerClient {
             inner: Arc::new(ClientInner {
                 http,
                 config,
                 tokens,
+                guard,
+                counters,
             }),
         })
     }
@@ -99,6 +117,24 @@ impl KeymanagerClient {
     /// The token manager.
     pub fn tokens(&self) -> &TokenManager {
         &self.inner.tokens
+    }
+
+    /// Counts of calls, attempts, retries and token requests so far.
+    pub fn stats(&self) -> CallStats {
+        self.inner.counters.snapshot()
+    }
+
+    pub(crate) fn counters(&self) -> &CallCounters {
+        &self.inner.counters
+    }
+
+    /// Why calls fail fast now, if they do: the Keymanager's or the token endpoint's circuit
+    /// is open.
+    pub fn unavailable(&self) -> Option<KeymanagerError> {
+        self.inner
+            .guard
+            .open_reason()
+            .or_else(|| self.inner.tokens.unavailable())
     }
 
     fn crypto_request(&self, data: String) -> CryptomanagerRequest {
@@ -232,7 +268,15 @@ impl KeymanagerClient {
         method: Method<'_>,
     ) -> Result<Resp, KeymanagerError> {
         let started = Instant::now();
-        let result = self.call_once_or_twice(endpoint, url, method).await;
+        self.inner.counters.call();
+        // Every endpoint this client calls is free of side effects, so all may be retried.
+        let result = self
+            .inner
+            .guard
+            .run(endpoint, url.as_str(), true, |timeout| {
+                self.attempt(endpoint, &url, &method, timeout)
+            })
+            .await;
         metrics::counter!(
             "g2p_kms_calls_total",
             "endpoint" => endpoint,
@@ -244,16 +288,18 @@ impl KeymanagerClient {
         result
     }
 
-    async fn call_once_or_twice<Resp: DeserializeOwned>(
+    /// One attempt: a token, the request, and once more with a fresh token after a 401.
+    async fn attempt<Resp: DeserializeOwned>(
         &self,
         endpoint: &'static str,
-        url: Url,
-        method: Method<'_>,
-    ) -> Result<Resp, KeymanagerError> {
+        url: &Url,
+        method: &Method<'_>,
+        timeout: std::time::Duration,
+    ) -> Result<Resp, Failed> {
         let mut retried = false;
         loop {
-            let token = self.inner.tokens.token().await?;
-            let (status, body) = self.send(&url, &method, &token).await?;
+            let token = self.inner.tokens.token().await.map_err(Failed::Elsewhere)?;
+            let (status, retry_after, body) = self.send(url, method, &token, timeout).await?;
             tracing::debug!(endpoint, status, bytes = body.len(), "keymanager answer");
             match decode_envelope::<Resp>(status, &body) {
                 Ok(response) => return Ok(response),
@@ -265,7 +311,7 @@ impl KeymanagerClient {
                     self.inner.tokens.invalidate(&token);
                     retried = true;
                 }
-                Err(e) => return Err(envelope_error(url.as_str(), e)),
+                Err(e) => return Err(envelope_error(url.as_str(), e, retry_after).into()),
             }
         }
     }
@@ -275,8 +321,8 @@ impl KeymanagerClient {
         url: &Url,
         method: &Method<'_>,
         token: &AccessToken,
-    ) -> Result<(u16, Vec<u8>), KeymanagerError> {
-        let timeout = self.inner.config.timeout;
+        timeout: std::time::Duration,
+    ) -> Result<(u16, Option<std::time::Duration>, Vec<u8>), KeymanagerError> {
         let cookie =
             HeaderValue::from_str(&format!("Authorization={}", token.secret())).map_err(|_| {
                 KeymanagerError::InvalidResponse {
@@ -303,6 +349,11 @@ impl KeymanagerClient {
             .await
             .map_err(|e| transport_error(url.as_str(), &e, timeout))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
@@ -322,11 +373,15 @@ impl KeymanagerClient {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "request done"
         );
-        Ok((status, body))
+        Ok((status, retry_after, body))
     }
 }
 
-fn envelope_error(url: &str, error: EnvelopeError) -> KeymanagerError {
+fn envelope_error(
+    url: &str,
+    error: EnvelopeError,
+    retry_after: Option<std::time::Duration>,
+) -> KeymanagerError {
     match error {
         EnvelopeError::Unauthorized(e) => KeymanagerError::Auth {
             url: url.into(),
@@ -347,11 +402,13 @@ fn envelope_error(url: &str, error: EnvelopeError) -> KeymanagerError {
             url: url.into(),
             status: 403,
             code: e.map(|e| e.to_string()),
+            retry_after: None,
         },
         EnvelopeError::Status { status, error } => KeymanagerError::HttpStatus {
             url: url.into(),
             status,
             code: error.map(|e| e.to_string()),
+            retry_after,
         },
         EnvelopeError::InvalidBody(reason) => KeymanagerError::InvalidResponse {
             url: url.into(),
@@ -376,10 +433,11 @@ mod tests {
         let e = envelope_error(
             url,
             EnvelopeError::Service(vec![ServiceError::new(KerCode::Fse004, "Tag mismatch")]),
+            None,
         );
         assert!(matches!(&e, KeymanagerError::Keymanager { code, .. } if code == "KER-FSE-004"));
         assert_eq!(e.kind(), g2p_encryption::ErrorKind::Refused);
-        let e = envelope_error(url, EnvelopeError::Unauthorized(None));
+        let e = envelope_error(url, EnvelopeError::Unauthorized(None), None);
         assert_eq!(e.kind(), g2p_encryption::ErrorKind::Auth);
         let e = envelope_error(
             url,
@@ -387,14 +445,15 @@ mod tests {
                 status: 500,
                 error: Some(ServiceError::new(KerCode::Kms500, "")),
             },
+            None,
         );
         assert_eq!(
             e.to_string(),
             format!("{url} answered HTTP 500 (KER-KMS-500)")
         );
-        let e = envelope_error(url, EnvelopeError::Forbidden(None));
+        let e = envelope_error(url, EnvelopeError::Forbidden(None), None);
         assert_eq!(e.kind(), g2p_encryption::ErrorKind::Auth);
-        let e = envelope_error(url, EnvelopeError::InvalidBody("not JSON".into()));
+        let e = envelope_error(url, EnvelopeError::InvalidBody("not JSON".into()), None);
         assert_eq!(e.kind(), g2p_encryption::ErrorKind::InvalidResponse);
         assert!(e.to_string().contains("not JSON"));
     }

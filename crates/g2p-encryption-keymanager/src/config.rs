@@ -15,6 +15,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::error::KeymanagerError;
+use crate::resilience::{Resilience, ResilienceSettings};
 
 /// Where ciphertexts are made (`local` or `remote`, in any case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -124,6 +125,22 @@ pub struct KeymanagerSettings {
     pub jwks_ttl: Option<u64>,
     /// Refresh a token this many seconds before it expires (default 30).
     pub token_refresh_skew: Option<u64>,
+    /// Attempts per call to the Keymanager or its token endpoint, the first included
+    /// (default 4; 1: no retry).
+    pub max_attempts: Option<u32>,
+    /// Ceiling of the first retry's delay, seconds (default 0.1); each further doubles.
+    pub retry_base: Option<f64>,
+    /// Largest retry delay ceiling, seconds (default 2).
+    pub retry_max: Option<f64>,
+    /// Attempts failed in a row (service out) that open the circuit (default 10).
+    pub breaker_threshold: Option<u32>,
+    /// How long calls fail fast once the circuit is open, seconds (default 5).
+    pub breaker_cooldown: Option<f64>,
+    /// Most requests in flight to the Keymanager (default 64).
+    pub max_in_flight: Option<usize>,
+    /// How long past their time the certificate and key sets are used through an outage,
+    /// seconds (default 3600; never past a certificate's `notAfter`).
+    pub outage_grace: Option<u64>,
 }
 
 impl std::fmt::Debug for KeymanagerSettings {
@@ -219,7 +236,18 @@ impl KeymanagerSettings {
                 KeymanagerError::Configuration(format!("ca_certificate {}: {e}", path.display()))
             })?),
         };
+        let resilience = ResilienceSettings {
+            max_attempts: self.max_attempts,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            breaker_threshold: self.breaker_threshold,
+            breaker_cooldown: self.breaker_cooldown,
+            max_in_flight: self.max_in_flight,
+            outage_grace: self.outage_grace,
+        }
+        .build()?;
         Ok(KeymanagerConfig {
+            resilience,
             api_base_url,
             auth_url,
             client_id,
@@ -302,6 +330,7 @@ pub struct KeymanagerConfig {
     pub(crate) certificate_ttl: Duration,
     pub(crate) jwks_ttl: Duration,
     pub(crate) token_refresh_skew: Duration,
+    pub(crate) resilience: Resilience,
     pub(crate) clock: Clock,
 }
 
@@ -326,6 +355,7 @@ impl std::fmt::Debug for KeymanagerConfig {
             .field("encrypt_mode", &self.encrypt_mode)
             .field("verify_mode", &self.verify_mode)
             .field("tls_insecure_skip_verify", &self.tls_insecure_skip_verify)
+            .field("resilience", &self.resilience)
             .finish_non_exhaustive()
     }
 }
@@ -372,6 +402,17 @@ impl KeymanagerConfig {
     /// The request timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Retries, breakers, bulkhead and outage grace.
+    pub fn resilience(&self) -> &Resilience {
+        &self.resilience
+    }
+
+    /// The same configuration with other resilience settings.
+    pub fn with_resilience(mut self, resilience: Resilience) -> Self {
+        self.resilience = resilience;
+        self
     }
 
     /// Encryption application and reference ids.

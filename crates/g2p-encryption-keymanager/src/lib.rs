@@ -35,10 +35,12 @@ mod client;
 pub mod config;
 mod error;
 mod provider;
+pub mod resilience;
 mod token;
 
 pub use client::KeymanagerClient;
 pub use config::{EncryptMode, KeymanagerConfig, KeymanagerSettings, VerifyMode};
 pub use error::KeymanagerError;
 pub use provider::{EncryptionPath, KeymanagerProvider};
+pub use resilience::{BreakerPolicy, CallStats, Resilience, RetryPolicy};
 pub use token::{AccessToken, TokenEndpoint, TokenManager};

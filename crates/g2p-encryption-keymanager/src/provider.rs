@@ -1,16 +1,17 @@
 //! [`KeymanagerProvider`]: the [`EncryptionProvider`] over a remote MOSIP Keymanager.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use g2p_encryption::ProviderError as _;
-use g2p_encryption::cache::Cached;
+use g2p_encryption::cache::{Cached, Served};
 use g2p_encryption::cert::CertificateInfo;
 use g2p_encryption::jws::VerificationKeys;
 use g2p_encryption::{
-    EncryptionProvider, Error, ErrorKind, Jwk, JwkSet, KeyPairs, KeyUse, SignOptions, SignPayload,
-    SignatureError, UnverifiedJws, VerifiedJws, b64,
+    CallCounts, EncryptionProvider, Error, ErrorKind, Jwk, JwkSet, KeyPairs, KeyUse, SignOptions,
+    SignPayload, SignatureError, UnverifiedJws, VerifiedJws, b64,
 };
 use g2p_mosip::cipher::{self, Sealer};
 use g2p_mosip::dto::{JwtSignRequest, JwtVerifyRequest};
@@ -118,22 +119,50 @@ impl KeymanagerProvider {
         })
     }
 
-    async fn current_encryption_key(&self) -> Result<Arc<EncryptionKey>, Error> {
-        if let Some(key) = self.encryption_key.fresh() {
-            cache_hit("certificate");
-            return Ok(key);
+    /// How cached keys are served through an outage: the grace, and how often the
+    /// Keymanager is asked again meanwhile (once per breaker cool-down).
+    fn grace(&self) -> (Duration, Duration) {
+        let r = self.client.config().resilience();
+        (r.outage_grace, r.breaker.cooldown)
+    }
+
+    /// Counts a cached value served, and says so once per outage when it was stale.
+    fn served(&self, cache: &'static str, filled: bool, served: Served) {
+        match served {
+            Served::Fresh if !filled => cache_hit(cache),
+            Served::Fresh => {}
+            Served::Stale { first } => {
+                metrics::counter!("g2p_cache_stale_served_total", "cache" => cache).increment(1);
+                self.client.counters().stale_served();
+                if first {
+                    tracing::warn!(
+                        cache,
+                        grace_s = self.grace().0.as_secs(),
+                        "the Keymanager is out: serving its cached {cache} past its time (outage grace); decrypt and sign fail until it is back"
+                    );
+                }
+            }
         }
-        self.encryption_key
-            .get_or_fill(|| async {
+    }
+
+    async fn current_encryption_key(&self) -> Result<Arc<EncryptionKey>, Error> {
+        let filled = AtomicBool::new(false);
+        let (key, served) = self
+            .encryption_key
+            .get_or_fill_graced(self.grace(), is_outage, || async {
+                filled.store(true, Ordering::Relaxed);
                 cache_miss("certificate");
                 self.load_encryption_key().await
             })
-            .await
+            .await?;
+        self.served("certificate", filled.load(Ordering::Relaxed), served);
+        Ok(key)
     }
 
     /// Fetches the current encryption certificate and checks, once, that the Keymanager
-    /// decrypts what is sealed with it. Gives the key and how long to use it.
-    async fn load_encryption_key(&self) -> Result<(EncryptionKey, Duration), Error> {
+    /// decrypts what is sealed with it. Gives the key, how long to use it, and how long it
+    /// may be used at all (until shortly before the certificate's `notAfter`).
+    async fn load_encryption_key(&self) -> Result<(EncryptionKey, Duration, Duration), Error> {
         let config = self.client.config();
         let (app, reference) = config.encrypt_ids();
         let Some((certificate, usable_for)) = self.encryption_certificate().await? else {
@@ -142,7 +171,11 @@ impl KeymanagerProvider {
                 reference,
                 "the Keymanager's encryption certificate is outside its validity period; encrypting remotely"
             );
-            return Ok((EncryptionKey { sealer: None }, UNUSABLE_CERTIFICATE_RETRY));
+            return Ok((
+                EncryptionKey { sealer: None },
+                UNUSABLE_CERTIFICATE_RETRY,
+                UNUSABLE_CERTIFICATE_RETRY,
+            ));
         };
         let sealer = Sealer::new(&certificate).map_err(|e| {
             invalid_response(&self.client, "getCertificate", format!("certificate: {e}"))
@@ -160,6 +193,7 @@ impl KeymanagerProvider {
                         sealer: Some(sealer),
                     },
                     lifetime,
+                    usable_for,
                 ))
             }
             Ok(false) => {
@@ -167,7 +201,7 @@ impl KeymanagerProvider {
                     app, reference, thumbprint = %thumbprint,
                     "the Keymanager decrypted the canary to different bytes; falling back to remote /encrypt"
                 );
-                Ok((EncryptionKey { sealer: None }, lifetime))
+                Ok((EncryptionKey { sealer: None }, lifetime, lifetime))
             }
             Err(
                 e @ (KeymanagerError::Keymanager { .. }
@@ -177,7 +211,7 @@ impl KeymanagerProvider {
                     app, reference, thumbprint = %thumbprint, error = %e,
                     "data sealed with the Keymanager's certificate did not decrypt; falling back to remote /encrypt"
                 );
-                Ok((EncryptionKey { sealer: None }, lifetime))
+                Ok((EncryptionKey { sealer: None }, lifetime, lifetime))
             }
             Err(e) => Err(e.into()),
         }
@@ -245,16 +279,18 @@ impl KeymanagerProvider {
     }
 
     async fn key_sets(&self) -> Result<Arc<KeySets>, Error> {
-        if let Some(sets) = self.key_sets.fresh() {
-            cache_hit("jwks");
-            return Ok(sets);
-        }
-        self.key_sets
-            .get_or_fill(|| async {
+        let filled = AtomicBool::new(false);
+        let (sets, served) = self
+            .key_sets
+            .get_or_fill_graced(self.grace(), is_outage, || async {
+                filled.store(true, Ordering::Relaxed);
                 cache_miss("jwks");
-                self.load_key_sets().await
+                let (sets, ttl) = self.load_key_sets().await?;
+                Ok((sets, ttl, Duration::MAX))
             })
-            .await
+            .await?;
+        self.served("jwks", filled.load(Ordering::Relaxed), served);
+        Ok(sets)
     }
 
     /// Fetches the key sets again before their TTL because a token names a key that `stale`
@@ -360,6 +396,11 @@ impl KeymanagerProvider {
     }
 }
 
+/// Failures that say the Keymanager is out (rather than refusing or misconfigured).
+fn is_outage(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout)
+}
+
 fn cache_hit(cache: &'static str) {
     metrics::counter!("g2p_cache_hits_total", "cache" => cache).increment(1);
 }
@@ -385,6 +426,16 @@ impl EncryptionProvider for KeymanagerProvider {
         Some(KeyPairs {
             encrypt: pair(config.encrypt_ids()),
             sign: pair(config.sign_ids()),
+        })
+    }
+
+    fn call_counts(&self) -> Option<CallCounts> {
+        let stats = self.client.stats();
+        Some(CallCounts {
+            calls: stats.calls,
+            retries: stats.retries,
+            token_fetches: stats.token_fetches,
+            stale_served: stats.stale_served,
         })
     }
 
@@ -509,6 +560,9 @@ impl EncryptionProvider for KeymanagerProvider {
     /// A token is obtainable (cached or fresh) and the Keymanager answers `getCertificate`
     /// for the encryption application now (not from a cache).
     async fn ready(&self) -> Result<(), Error> {
+        if let Some(open) = self.client.unavailable() {
+            return Err(open.into());
+        }
         self.client.tokens().token().await?;
         let (app, reference) = self.client.config().encrypt_ids();
         self.client.get_certificate(app, reference).await?;

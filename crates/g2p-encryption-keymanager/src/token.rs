@@ -15,7 +15,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use url::Url;
 
-use crate::error::{KeymanagerError, transport_error};
+use crate::error::{KeymanagerError, parse_retry_after, transport_error};
+use crate::resilience::{CallCounters, Failed, Guard, GuardSettings, Resilience};
 
 /// Lifetime assumed for a token that states none (no `expires_in`, no JWT `exp`).
 const FALLBACK_LIFETIME: Duration = Duration::from_secs(60);
@@ -122,8 +123,9 @@ pub struct TokenManager {
     client_secret: SecretString,
     grant_type: String,
     skew: Duration,
-    timeout: Duration,
     current: Cached<AccessToken>,
+    guard: Guard,
+    counters: Arc<CallCounters>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -151,14 +153,27 @@ pub struct TokenEndpoint {
 
 impl TokenManager {
     /// A manager for one client at one token endpoint; a token is used until `skew` before it
-    /// expires on `clock`.
+    /// expires on `clock`. Requests take at most `timeout` each and are retried, and guarded
+    /// by a circuit breaker of their own, as `resilience` says; `counters` counts them.
     pub fn new(
         http: reqwest::Client,
         endpoint: TokenEndpoint,
-        skew: Duration,
-        timeout: Duration,
+        (skew, timeout): (Duration, Duration),
         clock: Clock,
+        resilience: &Resilience,
+        counters: Arc<CallCounters>,
     ) -> Self {
+        let guard = Guard::new(
+            GuardSettings {
+                target: "token",
+                url: endpoint.url.to_string(),
+                retry: resilience.retry,
+                breaker: resilience.breaker,
+                max_in_flight: None,
+                timeout,
+            },
+            counters.clone(),
+        );
         TokenManager {
             http,
             url: endpoint.url,
@@ -166,9 +181,15 @@ impl TokenManager {
             client_secret: endpoint.client_secret,
             grant_type: endpoint.grant_type,
             skew,
-            timeout,
             current: Cached::new(clock),
+            guard,
+            counters,
         }
+    }
+
+    /// Why token requests fail fast now, if they do (the token endpoint's circuit is open).
+    pub fn unavailable(&self) -> Option<KeymanagerError> {
+        self.guard.open_reason()
     }
 
     /// A valid token: the cached one, or a new one (one fetch at a time; callers that waited
@@ -197,21 +218,26 @@ impl TokenManager {
         OffsetDateTime::from(self.current.clock().system_time())
     }
 
-    /// Asks the token endpoint for a new token (no caching).
+    /// Asks the token endpoint for a new token (no caching), retrying what may be retried.
     ///
     /// # Errors
     /// As [`TokenManager::token`].
     pub async fn fetch(&self) -> Result<AccessToken, KeymanagerError> {
-        let result = self.fetch_uncounted().await;
-        metrics::counter!(
-            "g2p_token_fetches_total",
-            "outcome" => if result.is_ok() { "ok" } else { "error" }
-        )
-        .increment(1);
-        result
+        self.guard
+            .run("token", self.url.as_str(), true, |timeout| async move {
+                self.counters.token_fetch();
+                let result = self.fetch_once(timeout).await;
+                metrics::counter!(
+                    "g2p_token_fetches_total",
+                    "outcome" => if result.is_ok() { "ok" } else { "error" }
+                )
+                .increment(1);
+                result.map_err(Failed::Service)
+            })
+            .await
     }
 
-    async fn fetch_uncounted(&self) -> Result<AccessToken, KeymanagerError> {
+    async fn fetch_once(&self, timeout: Duration) -> Result<AccessToken, KeymanagerError> {
         let url = self.url.as_str();
         let form = [
             ("client_id", self.client_id.as_str()),
@@ -223,15 +249,20 @@ impl TokenManager {
             .http
             .post(self.url.clone())
             .form(&form)
-            .timeout(self.timeout)
+            .timeout(timeout)
             .send()
             .await
-            .map_err(|e| transport_error(url, &e, self.timeout))?;
+            .map_err(|e| transport_error(url, &e, timeout))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let body = response
             .bytes()
             .await
-            .map_err(|e| transport_error(url, &e, self.timeout))?;
+            .map_err(|e| transport_error(url, &e, timeout))?;
         tracing::debug!(
             url,
             status = status.as_u16(),
@@ -239,17 +270,25 @@ impl TokenManager {
             "token request"
         );
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<OAuthError>(&body) {
-                Ok(e) => KeymanagerError::Auth {
+            let oauth = serde_json::from_slice::<OAuthError>(&body).ok();
+            let as_status = |code: Option<String>| KeymanagerError::HttpStatus {
+                url: url.into(),
+                status: status.as_u16(),
+                code,
+                retry_after,
+            };
+            // A server error or "slow down" is the endpoint's state, not a verdict on the
+            // client (RFC 6749 `server_error`, `temporarily_unavailable`), whatever its body.
+            return Err(match oauth {
+                Some(e) if status.is_server_error() || status.as_u16() == 429 => {
+                    as_status(Some(e.error))
+                }
+                Some(e) => KeymanagerError::Auth {
                     url: url.into(),
                     error: e.error,
                     description: e.error_description,
                 },
-                Err(_) => KeymanagerError::HttpStatus {
-                    url: url.into(),
-                    status: status.as_u16(),
-                    code: None,
-                },
+                None => as_status(None),
             });
         }
         let parsed: TokenResponse =
@@ -324,9 +363,10 @@ mod tests {
                 client_secret: SecretString::from("s".to_string()),
                 grant_type: "client_credentials".into(),
             },
-            Duration::from_secs(skew),
-            Duration::from_secs(1),
+            (Duration::from_secs(skew), Duration::from_secs(1)),
             Clock::system(),
+            &Resilience::default(),
+            Arc::new(CallCounters::default()),
         )
     }
 

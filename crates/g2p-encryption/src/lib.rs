@@ -11,6 +11,7 @@
 //! * [`cache::Cached`]: an expiring value filled by one caller at a time, on a
 //!   [`clock::Clock`] that tests can move;
 //! * [`files`]: files written whole or not at all, private to their owner;
+//! * [`deadline`]: the caller's deadline, carried with the task;
 //! * one [`Error`] type.
 //!
 //! ```
@@ -26,8 +27,10 @@
 pub mod audit;
 pub mod b64;
 pub mod cache;
+pub mod ceiling;
 pub mod cert;
 pub mod clock;
+pub mod deadline;
 mod error;
 pub mod files;
 pub mod jwk;
@@ -38,5 +41,5 @@ mod registry;
 pub use error::{Error, ErrorKind, ProviderError, Result, SignatureError};
 pub use jwk::{Jwk, JwkSet, KeyUse};
 pub use jws::{Alg, JwsHeader, UnverifiedJws, VerifiedJws};
-pub use provider::{EncryptionProvider, KeyPairs, SignOptions, SignPayload};
+pub use provider::{CallCounts, EncryptionProvider, KeyPairs, SignOptions, SignPayload};
 pub use registry::ProviderRegistry;

@@ -70,6 +70,20 @@ pub struct KeyPairs {
     pub sign: (String, String),
 }
 
+/// What a provider did to reach its key manager, counted since it was made (`bench` reports
+/// it beside its figures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Calls to the key manager's API.
+    pub calls: u64,
+    /// Attempts that were retries of a failed one.
+    pub retries: u64,
+    /// Requests to the token endpoint.
+    pub token_fetches: u64,
+    /// Cached keys served past their time through an outage.
+    pub stale_served: u64,
+}
+
 /// Encryption, decryption, JWS signing and verification, and key publication, without the
 /// caller ever holding a private key.
 ///
@@ -115,6 +129,11 @@ pub trait EncryptionProvider: Send + Sync + std::fmt::Debug {
 
     /// The application and reference ids of the provider's keys, when it has such ids.
     fn key_pairs(&self) -> Option<KeyPairs> {
+        None
+    }
+
+    /// Its calls to a remote key manager so far; `None` for a provider that makes none.
+    fn call_counts(&self) -> Option<CallCounts> {
         None
     }
 

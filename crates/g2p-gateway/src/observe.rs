@@ -118,19 +118,20 @@ pub async fn observe(
         caller = tracing::field::Empty
     );
     let timeout = state.options().request_timeout;
-    let mut response =
-        match tokio::time::timeout(timeout, next.run(request).instrument(span.clone())).await {
-            Ok(response) => response,
-            Err(_) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "the request did not complete within {} ms",
-                    timeout.as_millis()
-                ),
-            )
-            .into_response(),
-        };
+    // The provider sees the request's remaining time (its retries stop in time for it).
+    let work = g2p_encryption::deadline::within(timeout, next.run(request));
+    let mut response = match tokio::time::timeout(timeout, work.instrument(span.clone())).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the request did not complete within {} ms",
+                timeout.as_millis()
+            ),
+        )
+        .into_response(),
+    };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     metrics::counter!("g2p_gateway_requests_total", "route" => route, "status" => status.to_string())

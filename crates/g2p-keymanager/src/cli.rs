@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use g2p_config::Config;
 use g2p_encryption::audit::{AuditLog, AuditSettings};
+use g2p_encryption::deadline;
 
 use crate::audit::Audit;
 use crate::failure::Failure;
@@ -42,6 +43,11 @@ pub struct Cli {
     /// from `G2P_LOG` (e.g. `info`, `g2p_gateway=debug`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Longest time a command that uses a provider may take, seconds (e.g. `30`, `2.5`):
+    /// retries stop in time for it, and the command fails (exit 3) when it is over, writing
+    /// no output file. Not for `serve` and `kms serve`.
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,6 +88,9 @@ pub enum Command {
     /// The embedded key manager: serve it, list and rotate its keys, back it up and restore it.
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
+    /// Measure the configured provider: operations per second, latency percentiles, errors,
+    /// retries and token fetches per operation, next to this machine's crypto ceiling for it.
+    Bench(crate::bench_cmd::BenchArgs),
 }
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
@@ -114,16 +123,42 @@ async fn run_command(cli: &Cli, config: &Config, audit: &Audit) -> Result<(), Fa
         provider: &provider,
         audit,
     };
-    match &cli.command {
-        Command::Encrypt(io) => commands::encrypt(&used, io).await,
-        Command::Decrypt(io) => commands::decrypt(&used, io).await,
-        Command::Sign(args) => commands::sign(&used, args).await,
-        Command::Verify(args) => commands::verify(&used, args).await,
-        Command::Jwks => commands::jwks(&provider).await,
-        Command::Token(args) => commands::token(&provider, args).await,
-        Command::Bulk(command) => bulk_cmd::run(&used, command).await,
-        Command::Kms(_) | Command::ApiKey(_) | Command::Serve(_) => Ok(()),
+    let work = async {
+        match &cli.command {
+            Command::Encrypt(io) => commands::encrypt(&used, io).await,
+            Command::Decrypt(io) => commands::decrypt(&used, io).await,
+            Command::Sign(args) => commands::sign(&used, args).await,
+            Command::Verify(args) => commands::verify(&used, args).await,
+            Command::Jwks => commands::jwks(&provider).await,
+            Command::Token(args) => commands::token(&provider, args).await,
+            Command::Bulk(command) => bulk_cmd::run(&used, command).await,
+            Command::Bench(args) => crate::bench_cmd::run(&used, args).await,
+            Command::Kms(_) | Command::ApiKey(_) | Command::Serve(_) => Ok(()),
+        }
+    };
+    let Some(budget) = cli.timeout else {
+        return work.await;
+    };
+    match tokio::time::timeout(budget, deadline::within(budget, work)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::of_kind(
+            g2p_encryption::ErrorKind::Timeout,
+            format!(
+                "the command did not finish within {} s (--timeout)",
+                budget.as_secs_f64()
+            ),
+        )),
     }
+}
+
+/// `--timeout`: a positive number of seconds.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
 }
 
 /// The provider a command uses, under its name, and the audit trail it records in.

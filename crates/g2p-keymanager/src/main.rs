@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bench_cmd;
 mod bulk_cmd;
 mod cli;
 mod commands;

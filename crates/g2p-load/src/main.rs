@@ -12,7 +12,6 @@
 //! both share the cores.
 #![forbid(unsafe_code)]
 
-mod ceiling;
 mod server;
 
 use std::path::PathBuf;
@@ -26,8 +25,8 @@ use g2p_mosip::RequestWrapper;
 use g2p_mosip::dto::{CryptomanagerRequest, JwtSignRequest};
 use serde_json::{Value, json};
 
-use crate::ceiling::{Crypto, Op};
 use crate::server::{Server, cpu_seconds_of};
+use g2p_encryption::ceiling::{Crypto, Op};
 
 #[derive(Debug, Parser)]
 #[command(name = "g2p-load")]

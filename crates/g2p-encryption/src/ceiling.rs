@@ -1,9 +1,11 @@
-//! The machine's crypto ceiling: how many RSA operations per second all cores do in process.
+//! The machine's crypto ceiling: how many of the operations a request needs (RSA-OAEP,
+//! RS256, AES-GCM) all cores do per second in process. `bench` and the load tool report
+//! their figures as a ratio to it, measured in the same run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{
     KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
@@ -35,22 +37,31 @@ pub fn ceiling(seconds: f64, op: impl Fn() + Send + Sync + Clone + 'static) -> f
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The RSA operations the served requests need, for measuring their ceilings in process.
+/// The operations requests need, for measuring their ceilings in process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// RSA-OAEP-SHA256 encryption of a 32-byte key (a public-key operation).
     OaepEncrypt,
+    /// RSA-OAEP-SHA256 decryption (an RSA-2048 private-key operation).
     OaepDecrypt,
+    /// RS256 signature (an RSA-2048 private-key operation).
     Rs256Sign,
+    /// RS256 verification (a public-key operation).
     Rs256Verify,
+    /// What sealing a value of this many bytes costs: RSA-OAEP encryption of a fresh key and
+    /// AES-256-GCM over the value.
+    Seal(usize),
 }
 
 impl Op {
-    pub fn label(self) -> &'static str {
+    /// What is measured, in words.
+    pub fn label(self) -> String {
         match self {
-            Op::OaepEncrypt => "RSA-OAEP-SHA256 encrypt",
-            Op::OaepDecrypt => "RSA-OAEP-SHA256 decrypt",
-            Op::Rs256Sign => "RS256 sign",
-            Op::Rs256Verify => "RS256 verify",
+            Op::OaepEncrypt => "RSA-OAEP-SHA256 encrypt".into(),
+            Op::OaepDecrypt => "RSA-OAEP-SHA256 decrypt".into(),
+            Op::Rs256Sign => "RS256 sign".into(),
+            Op::Rs256Verify => "RS256 verify".into(),
+            Op::Seal(n) => format!("RSA-OAEP-SHA256 encrypt + AES-256-GCM over {n} bytes"),
         }
     }
 }
@@ -64,18 +75,37 @@ pub struct Crypto {
     signature: Arc<Vec<u8>>,
 }
 
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crypto").finish_non_exhaustive()
+    }
+}
+
 const MESSAGE: &[u8] = br#"{"beneficiary":"B-1029","amount":150}"#;
 
+fn failed(what: &str) -> crate::Error {
+    crate::Error::Configuration(format!("crypto ceiling: {what} failed on this machine"))
+}
+
 impl Crypto {
-    pub fn new() -> Result<Self> {
-        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)?;
-        let public = OaepPublicEncryptingKey::new(private.public_key())?;
-        let private = OaepPrivateDecryptingKey::new(private)?;
+    /// Fresh RSA-2048 keys and inputs.
+    ///
+    /// # Errors
+    /// [`crate::Error::Configuration`] when the keys cannot be made.
+    pub fn new() -> crate::Result<Self> {
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048)
+            .map_err(|_| failed("RSA key generation"))?;
+        let public = OaepPublicEncryptingKey::new(private.public_key())
+            .map_err(|_| failed("RSA public key"))?;
+        let private =
+            OaepPrivateDecryptingKey::new(private).map_err(|_| failed("RSA private key"))?;
         let mut out = vec![0u8; 256];
         let ciphertext = public
-            .encrypt(&OAEP_SHA256_MGF1SHA256, &[7u8; 32], &mut out, None)?
+            .encrypt(&OAEP_SHA256_MGF1SHA256, &[7u8; 32], &mut out, None)
+            .map_err(|_| failed("RSA-OAEP encryption"))?
             .to_vec();
-        let signer = RsaKeyPair::generate(KeySize::Rsa2048)?;
+        let signer =
+            RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| failed("RSA key generation"))?;
         let mut signature = vec![0u8; signer.public_modulus_len()];
         signer
             .sign(
@@ -84,7 +114,7 @@ impl Crypto {
                 MESSAGE,
                 &mut signature,
             )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|_| failed("RS256 signature"))?;
         Ok(Crypto {
             public: Arc::new(public),
             private: Arc::new(private),
@@ -97,6 +127,27 @@ impl Crypto {
     /// Operations per second of `op` on every core, measured now for `seconds`.
     pub fn rate(&self, op: Op, seconds: f64) -> f64 {
         match op {
+            Op::Seal(size) => {
+                let public = self.public.clone();
+                let plaintext = Arc::new(vec![0x5au8; size]);
+                ceiling(seconds, move || {
+                    let mut key = [0u8; 32];
+                    let _ = aws_lc_rs::rand::fill(&mut key);
+                    let mut out = [0u8; 256];
+                    let _ = public.encrypt(&OAEP_SHA256_MGF1SHA256, &key, &mut out, None);
+                    let Ok(unbound) = UnboundKey::new(&AES_256_GCM, &key) else {
+                        return;
+                    };
+                    let mut nonce = [0u8; 12];
+                    let _ = aws_lc_rs::rand::fill(&mut nonce);
+                    let mut data = plaintext.to_vec();
+                    let _ = LessSafeKey::new(unbound).seal_in_place_append_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::empty(),
+                        &mut data,
+                    );
+                })
+            }
             Op::OaepEncrypt => {
                 let public = self.public.clone();
                 ceiling(seconds, move || {
