@@ -9,6 +9,7 @@
 // Test support: failing loudly is the right behaviour here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod chaos;
 pub mod cipher;
 pub mod fake;
 pub mod hostile;

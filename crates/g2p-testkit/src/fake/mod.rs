@@ -151,6 +151,11 @@ impl FakeKeymanager {
         FakeKeymanager { addr, state }
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
     /// `http://127.0.0.1:PORT/v1/keymanager`
     pub fn api_base_url(&self) -> String {
         format!("http://{}/v1/keymanager", self.addr)
