@@ -10,7 +10,7 @@
 //!   ([`KeymanagerError::is_outage`]); after `threshold` in a row, calls fail fast with
 //!   [`KeymanagerError::CircuitOpen`] for `cooldown`, then one call probes: its success closes
 //!   the circuit, its failure opens it again. Every transition is logged and exported as
-//!   `g2p_kms_breaker_state{target}` (0 closed, 1 half-open, 2 open).
+//!   `g2p_kms_breaker_state{target, url}` (0 closed, 1 half-open, 2 open).
 //! * **The bulkhead** bounds the attempts in flight to one service; time spent waiting for a
 //!   slot counts against the caller's deadline.
 
@@ -269,7 +269,7 @@ struct Breaker {
 
 impl Breaker {
     fn new(target: &'static str, url: String, policy: BreakerPolicy) -> Self {
-        metrics::gauge!("g2p_kms_breaker_state", "target" => target).set(0.0);
+        metrics::gauge!("g2p_kms_breaker_state", "target" => target, "url" => url.clone()).set(0.0);
         Breaker {
             target,
             url,
@@ -288,7 +288,8 @@ impl Breaker {
         if same_kind {
             return;
         }
-        metrics::gauge!("g2p_kms_breaker_state", "target" => self.target).set(next.gauge());
+        metrics::gauge!("g2p_kms_breaker_state", "target" => self.target, "url" => self.url.clone())
+            .set(next.gauge());
         match next {
             State::Open { failures, .. } => tracing::warn!(
                 target_service = self.target,

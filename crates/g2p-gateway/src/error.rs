@@ -66,6 +66,13 @@ impl ApiError {
                 "kms_timeout",
                 "the key manager did not answer in time".to_string(),
             ),
+            // An open circuit (the provider's message starts `kms_unavailable:`) fails fast
+            // without trying; say so, without the key manager's address.
+            ErrorKind::Unavailable if error.to_string().starts_with("kms_unavailable:") => (
+                StatusCode::BAD_GATEWAY,
+                "kms_unavailable",
+                "the key manager failed repeatedly; calls fail fast until a probe after the cool-down finds it back".to_string(),
+            ),
             ErrorKind::Unavailable => (
                 StatusCode::BAD_GATEWAY,
                 "kms_unavailable",

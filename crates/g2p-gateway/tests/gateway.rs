@@ -1017,3 +1017,62 @@ async fn every_key_operation_is_audited_without_data_or_secrets() {
         assert!(!text.contains(secret), "{secret:?} in the audit trail");
     }
 }
+
+#[tokio::test]
+async fn readiness_and_metrics_show_an_open_circuit() {
+    let fake = g2p_testkit::FakeKeymanager::start().await;
+    fake.current_key("REGISTRATION", "ENCRYPT");
+    let plan = g2p_testkit::chaos::FaultPlan::default();
+    let proxy = g2p_testkit::chaos::ChaosProxy::start(fake.addr(), 1, plan, plan).await;
+    let mut settings = KeymanagerConfig::settings(
+        &proxy.rewrite(&fake.api_base_url()),
+        &proxy.rewrite(&fake.auth_url()),
+        &fake.options().client_id,
+        &fake.options().client_secret,
+    );
+    settings.max_attempts = Some(1);
+    settings.breaker_threshold = Some(2);
+    settings.breaker_cooldown = Some(30.0);
+    let provider = KeymanagerProvider::new(settings.build().unwrap()).unwrap();
+    let mut registry = ProviderRegistry::new();
+    registry.insert("registry", Arc::new(provider));
+    let router = from(
+        LOOPBACK,
+        gateway(registry, ApiKeys::none(), GatewayOptions::default()),
+    );
+    assert_eq!(get(&router, "/readyz").await.status, StatusCode::OK);
+    proxy.down_for(Duration::from_secs(60));
+    // The outage opens the circuit; readiness says why, and calls fail fast as
+    // kms_unavailable without reaching the Keymanager.
+    for _ in 0..2 {
+        let answer = post(&router, "/v1/sign", json!({"text": "x"})).await;
+        assert_error(&answer, StatusCode::BAD_GATEWAY, "kms_unavailable");
+    }
+    let before = proxy.counts().total_requests();
+    let answer = post(&router, "/v1/sign", json!({"text": "x"})).await;
+    assert_error(&answer, StatusCode::BAD_GATEWAY, "kms_unavailable");
+    assert!(
+        answer.body["description"]
+            .as_str()
+            .unwrap()
+            .contains("fail fast"),
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(proxy.counts().total_requests(), before);
+    let ready = get(&router, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = ready.body["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("kms_unavailable") && reason.contains("fail fast"),
+        "{reason}"
+    );
+    let metrics = String::from_utf8(get(&router, "/metrics").await.raw).unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("g2p_kms_breaker_state{target=\"keymanager\",url=")
+                && l.ends_with("} 2")
+        ),
+        "{metrics}"
+    );
+}

@@ -1,8 +1,10 @@
 //! What the binary's tests share.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 /// The binary, with no variable that configures it (`KEYMANAGER_*`, `G2P_*`) taken from the
 /// environment the tests run in.
@@ -24,13 +26,23 @@ pub fn command(args: &[&str], data_dir: &std::path::Path) -> Command {
     cmd
 }
 
-/// Starts the binary with stdout and stderr captured; returns it and its stdout, read by line.
+/// Where each spawned child's stderr goes, by process id: a file, since a pipe nobody reads
+/// fills up and stalls a server that logs every request.
+fn stderr_files() -> &'static Mutex<HashMap<u32, tempfile::NamedTempFile>> {
+    static FILES: OnceLock<Mutex<HashMap<u32, tempfile::NamedTempFile>>> = OnceLock::new();
+    FILES.get_or_init(Default::default)
+}
+
+/// Starts the binary with stdout captured and stderr kept for [`stop`]; returns it and its
+/// stdout, read by line.
 pub fn spawn(args: &[&str], data_dir: &std::path::Path) -> (Child, BufReader<ChildStdout>) {
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = command(args, data_dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(log.reopen().unwrap()))
         .spawn()
         .unwrap();
+    stderr_files().lock().unwrap().insert(child.id(), log);
     let stdout = BufReader::new(child.stdout.take().unwrap());
     (child, stdout)
 }
@@ -43,12 +55,8 @@ pub fn stop(mut child: Child) -> (i32, String) {
         .unwrap();
     assert!(status.success());
     let code = child.wait().unwrap().code().unwrap();
+    let log = stderr_files().lock().unwrap().remove(&child.id()).unwrap();
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    log.reopen().unwrap().read_to_string(&mut stderr).unwrap();
     (code, stderr)
 }
