@@ -136,6 +136,42 @@ fn the_environment_alone_builds_a_default_provider() {
 }
 
 #[test]
+fn resilience_settings_come_from_the_environment_as_numbers() {
+    Jail::expect_with(|jail| {
+        jail.set_env("KEYMANAGER_API_BASE_URL", "http://km/v1/keymanager");
+        jail.set_env("KEYMANAGER_AUTH_URL", "http://kc/token");
+        jail.set_env("KEYMANAGER_AUTH_CLIENT_ID", "c");
+        jail.set_env("KEYMANAGER_AUTH_CLIENT_SECRET", "s");
+        jail.set_env("KEYMANAGER_MAX_ATTEMPTS", "6");
+        jail.set_env("KEYMANAGER_RETRY_BASE", "0.25");
+        jail.set_env("KEYMANAGER_RETRY_MAX", "3");
+        jail.set_env("KEYMANAGER_BREAKER_COOLDOWN", "1.5");
+        jail.set_env("KEYMANAGER_MAX_IN_FLIGHT", "16");
+        jail.set_env("KEYMANAGER_OUTAGE_GRACE", "600");
+        let (_, p) = Config::load(None).unwrap().provider(None).unwrap();
+        let Provider::Keymanager(p) = p else {
+            panic!("not a Keymanager provider");
+        };
+        let r = *p.client().config().resilience();
+        assert_eq!(r.retry.max_attempts, 6);
+        assert_eq!(r.retry.base, std::time::Duration::from_millis(250));
+        assert_eq!(r.retry.max, std::time::Duration::from_secs(3));
+        assert_eq!(r.breaker.cooldown, std::time::Duration::from_millis(1500));
+        assert_eq!(r.max_in_flight, 16);
+        assert_eq!(r.outage_grace, std::time::Duration::from_secs(600));
+        // Out of range: refused, naming the setting.
+        jail.set_env("KEYMANAGER_RETRY_MAX", "0.1");
+        let e = message(Config::load(None).unwrap().provider(None).unwrap_err());
+        assert!(e.contains("retry_max"), "{e}");
+        jail.set_env("KEYMANAGER_RETRY_MAX", "3");
+        jail.set_env("KEYMANAGER_MAX_ATTEMPTS", "0");
+        let e = message(Config::load(None).unwrap().provider(None).unwrap_err());
+        assert!(e.contains("max_attempts"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
 fn nothing_configured_is_the_embedded_key_manager_in_g2p_data_dir() {
     Jail::expect_with(|jail| {
         let data = jail.directory().join("data");

@@ -209,3 +209,34 @@ async fn a_keymanager_down_past_the_grace_fails_fast_and_recovers_by_itself() {
     p.encrypt(b"after the outage").await.unwrap();
     p.ready().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_429_is_retried_after_the_time_it_asks_for() {
+    let (fake, proxy) = setup(FaultPlan {
+        too_many_requests: 1.0,
+        retry_after_secs: 1,
+        ..FaultPlan::default()
+    })
+    .await;
+    let mut s = settings(&fake, &proxy);
+    s.max_attempts = Some(2);
+    let p = provider(s);
+    let started = Instant::now();
+    let e = p
+        .jwt_sign(&document(), &SignOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.to_string()
+            .contains("HTTP 429 (gave up after 2 attempts)"),
+        "{e}"
+    );
+    assert_eq!(proxy.counts().requests_to("jwtSign"), 2);
+    // A 429 says the service is there: it does not open the circuit.
+    assert!(p.client().unavailable().is_none());
+}

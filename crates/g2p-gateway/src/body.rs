@@ -1,6 +1,8 @@
 //! Request bodies: the raw body under the size and time limits, one request or a batch, and
 //! running a batch's items concurrently in order.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -147,9 +149,13 @@ where
     // the whole request.
     let timeout = state.options().request_timeout;
     let deadline = started + timeout.mul_f64(0.9);
+    // The provider's own deadline comes a little earlier, so that a slow key manager is
+    // reported by the provider (`kms_timeout`) rather than cut off.
+    let provider_deadline = (deadline - (timeout / 20).min(Duration::from_millis(500))).into_std();
     futures_util::stream::iter(items.into_iter().enumerate().map(|(i, value)| async move {
         let request = item::<T>(i, value)?;
-        tokio::time::timeout_at(deadline, op(request))
+        let work = g2p_encryption::deadline::scope(provider_deadline, op(request));
+        tokio::time::timeout_at(deadline, work)
             .await
             .unwrap_or_else(|_| {
                 Err(ApiError::new(

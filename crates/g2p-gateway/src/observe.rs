@@ -118,8 +118,10 @@ pub async fn observe(
         caller = tracing::field::Empty
     );
     let timeout = state.options().request_timeout;
-    // The provider sees the request's remaining time (its retries stop in time for it).
-    let work = g2p_encryption::deadline::within(timeout, next.run(request));
+    // The provider sees the request's remaining time (its retries stop in time for it),
+    // less a margin in which to answer with its own, more precise, error.
+    let margin = (timeout / 10).min(std::time::Duration::from_secs(1));
+    let work = g2p_encryption::deadline::within(timeout - margin, next.run(request));
     let mut response = match tokio::time::timeout(timeout, work.instrument(span.clone())).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
