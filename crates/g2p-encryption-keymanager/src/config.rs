@@ -187,11 +187,24 @@ impl KeymanagerSettings {
         ]
     }
 
+    fn resilience(&self) -> ResilienceSettings {
+        ResilienceSettings {
+            max_attempts: self.max_attempts,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            breaker_threshold: self.breaker_threshold,
+            breaker_cooldown: self.breaker_cooldown,
+            max_in_flight: self.max_in_flight,
+            outage_grace: self.outage_grace,
+        }
+    }
+
     /// Validates and applies defaults.
     ///
     /// # Errors
     /// [`KeymanagerError::Configuration`] naming the setting that is missing or wrong.
     pub fn build(self) -> Result<KeymanagerConfig, KeymanagerError> {
+        let resilience = self.resilience().build()?;
         let api_base_url = required_url("api_base_url", self.api_base_url)?;
         let auth_url = required_url("auth_url", self.auth_url)?;
         let client_id = self
@@ -236,16 +249,6 @@ impl KeymanagerSettings {
                 KeymanagerError::Configuration(format!("ca_certificate {}: {e}", path.display()))
             })?),
         };
-        let resilience = ResilienceSettings {
-            max_attempts: self.max_attempts,
-            retry_base: self.retry_base,
-            retry_max: self.retry_max,
-            breaker_threshold: self.breaker_threshold,
-            breaker_cooldown: self.breaker_cooldown,
-            max_in_flight: self.max_in_flight,
-            outage_grace: self.outage_grace,
-        }
-        .build()?;
         Ok(KeymanagerConfig {
             resilience,
             api_base_url,

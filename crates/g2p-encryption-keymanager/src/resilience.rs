@@ -465,6 +465,95 @@ impl Guard {
         }
     }
 
+    /// Lets an attempt start: the circuit admits it, the caller's deadline leaves time for
+    /// it, and a request slot is free (waiting for one counts against the deadline). Gives
+    /// the slot and the time the attempt may take.
+    async fn admit(
+        &self,
+        url: &str,
+        attempts: u32,
+    ) -> Result<(Option<tokio::sync::SemaphorePermit<'_>>, Duration), KeymanagerError> {
+        if let Err(open) = self.breaker.admit() {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(open);
+        }
+        let no_time = || {
+            self.breaker.record(None);
+            Self::out_of_time(url, attempts, None)
+        };
+        let time = self.attempt_time().ok_or_else(no_time)?;
+        let started = Instant::now();
+        let slot = match &self.slots {
+            None => None,
+            Some(slots) => match tokio::time::timeout(time, slots.acquire()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    self.breaker.record(None);
+                    return Err(KeymanagerError::Deadline {
+                        url: url.into(),
+                        what: format!(
+                            "no free request slot within {} ms ({} requests in flight to this {})",
+                            time.as_millis(),
+                            self.max_in_flight,
+                            self.target
+                        ),
+                    });
+                }
+            },
+        };
+        if deadline::current().is_none() {
+            return Ok((slot, time));
+        }
+        let time = time.saturating_sub(started.elapsed());
+        if time < MIN_ATTEMPT_TIME {
+            return Err(no_time());
+        }
+        Ok((slot, time))
+    }
+
+    /// After a failed attempt: how long to wait before the next one, or the error to give
+    /// the caller (not worth repeating, attempts used up, or no time left).
+    fn next_try(
+        &self,
+        (endpoint, url): (&'static str, &str),
+        attempts: u32,
+        ceiling: Option<Duration>,
+        error: KeymanagerError,
+    ) -> Result<Duration, KeymanagerError> {
+        if !error.retryable() {
+            return Err(error);
+        }
+        let Some(ceiling) = ceiling else {
+            return Err(if attempts > 1 {
+                KeymanagerError::GaveUp {
+                    attempts,
+                    last: Box::new(error),
+                }
+            } else {
+                error
+            });
+        };
+        let wait = full_jitter(ceiling).max(error.retry_after().unwrap_or_default());
+        if deadline::remaining().is_some_and(|left| left < wait + MIN_ATTEMPT_TIME) {
+            return Err(Self::out_of_time(url, attempts, Some(error)));
+        }
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(
+            "g2p_kms_retries_total",
+            "endpoint" => endpoint,
+            "reason" => error.label()
+        )
+        .increment(1);
+        tracing::debug!(
+            endpoint,
+            attempt = attempts,
+            wait_ms = wait.as_millis() as u64,
+            error = %error,
+            "retrying"
+        );
+        Ok(wait)
+    }
+
     /// Runs `attempt` (given the time it may take) under the guard; `retry`: whether the
     /// call may be repeated at all (administrative calls may not).
     pub(crate) async fn run<T, F, Fut>(
@@ -490,45 +579,7 @@ impl Guard {
             .build();
         let mut attempts = 0u32;
         loop {
-            if let Err(open) = self.breaker.admit() {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                return Err(open);
-            }
-            let Some(time) = self.attempt_time() else {
-                self.breaker.record(None);
-                return Err(Self::out_of_time(url, attempts, None));
-            };
-            let started = Instant::now();
-            let slot = match &self.slots {
-                None => None,
-                Some(slots) => match tokio::time::timeout(time, slots.acquire()).await {
-                    Ok(Ok(permit)) => Some(permit),
-                    _ => {
-                        self.breaker.record(None);
-                        return Err(KeymanagerError::Deadline {
-                            url: url.into(),
-                            what: format!(
-                                "no free request slot within {} ms ({} requests in flight to this {})",
-                                time.as_millis(),
-                                self.max_in_flight,
-                                self.target
-                            ),
-                        });
-                    }
-                },
-            };
-            // Time spent waiting for a slot counts against the caller's deadline.
-            let time = match deadline::current() {
-                None => time,
-                Some(_) => {
-                    let time = time.saturating_sub(started.elapsed());
-                    if time < MIN_ATTEMPT_TIME {
-                        self.breaker.record(None);
-                        return Err(Self::out_of_time(url, attempts, None));
-                    }
-                    time
-                }
-            };
+            let (slot, time) = self.admit(url, attempts).await?;
             attempts += 1;
             self.counters.attempts.fetch_add(1, Ordering::Relaxed);
             let error = match attempt(time).await {
@@ -550,37 +601,7 @@ impl Guard {
                 Some(true)
             });
             drop(slot);
-            if !error.retryable() {
-                return Err(error);
-            }
-            let Some(ceiling) = ceilings.next() else {
-                return Err(if attempts > 1 {
-                    KeymanagerError::GaveUp {
-                        attempts,
-                        last: Box::new(error),
-                    }
-                } else {
-                    error
-                });
-            };
-            let wait = full_jitter(ceiling).max(error.retry_after().unwrap_or_default());
-            if deadline::remaining().is_some_and(|left| left < wait + MIN_ATTEMPT_TIME) {
-                return Err(Self::out_of_time(url, attempts, Some(error)));
-            }
-            self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(
-                "g2p_kms_retries_total",
-                "endpoint" => endpoint,
-                "reason" => error.label()
-            )
-            .increment(1);
-            tracing::debug!(
-                endpoint,
-                attempt = attempts,
-                wait_ms = wait.as_millis() as u64,
-                error = %error,
-                "retrying"
-            );
+            let wait = self.next_try((endpoint, url), attempts, ceilings.next(), error)?;
             tokio::time::sleep(wait).await;
         }
     }
