@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::{command, spawn, stop};
 use g2p_encryption::EncryptionProvider;
-use g2p_encryption_keymanager::{KeymanagerConfig, KeymanagerProvider};
+use g2p_encryption_keymanager::KeymanagerProvider;
 
 /// Starts `kms serve` on `data` with client `app`; returns it and a provider using it.
 fn key_manager(data: &Path) -> (std::process::Child, KeymanagerProvider) {
@@ -28,12 +28,7 @@ fn key_manager(data: &Path) -> (std::process::Child, KeymanagerProvider) {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     let url = first.trim().to_string();
-    let settings = KeymanagerConfig::settings(
-        &format!("{url}/v1/keymanager"),
-        &format!("{url}/realms/openg2p/protocol/openid-connect/token"),
-        "app",
-        "app-secret",
-    );
+    let settings = common::keymanager_settings(&url);
     let provider = KeymanagerProvider::new(settings.build().unwrap()).unwrap();
     (child, provider)
 }

@@ -119,14 +119,14 @@ fn bench_measures_the_keymanager_provider_against_kms_serve() {
             "--listen",
             "127.0.0.1:0",
             "--client",
-            "app:app-secret",
+            common::CLIENT,
         ],
         &dir.path().join("kms"),
     );
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     let url = first.trim().to_string();
-    let out = command(
+    let mut out = command(
         &[
             "bench",
             "--op",
@@ -138,16 +138,10 @@ fn bench_measures_the_keymanager_provider_against_kms_serve() {
             "--json",
         ],
         dir.path(),
-    )
-    .env("KEYMANAGER_API_BASE_URL", format!("{url}/v1/keymanager"))
-    .env(
-        "KEYMANAGER_AUTH_URL",
-        format!("{url}/realms/openg2p/protocol/openid-connect/token"),
-    )
-    .env("KEYMANAGER_AUTH_CLIENT_ID", "app")
-    .env("KEYMANAGER_AUTH_CLIENT_SECRET", "app-secret")
-    .output()
-    .unwrap();
+    );
+    let out = common::with_keymanager_env(&mut out, &url)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -162,7 +156,7 @@ fn bench_measures_the_keymanager_provider_against_kms_serve() {
     assert_eq!(code, 0);
 
     // With the key manager gone, every operation fails: bench says so and exits 3.
-    let out = command(
+    let mut gone = command(
         &[
             "bench",
             "--op",
@@ -173,17 +167,11 @@ fn bench_measures_the_keymanager_provider_against_kms_serve() {
             "5",
         ],
         dir.path(),
-    )
-    .env("KEYMANAGER_API_BASE_URL", format!("{url}/v1/keymanager"))
-    .env(
-        "KEYMANAGER_AUTH_URL",
-        format!("{url}/realms/openg2p/protocol/openid-connect/token"),
-    )
-    .env("KEYMANAGER_AUTH_CLIENT_ID", "app")
-    .env("KEYMANAGER_AUTH_CLIENT_SECRET", "app-secret")
-    .env("KEYMANAGER_MAX_ATTEMPTS", "2")
-    .output()
-    .unwrap();
+    );
+    let out = common::with_keymanager_env(&mut gone, &url)
+        .env("KEYMANAGER_MAX_ATTEMPTS", "2")
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(3),

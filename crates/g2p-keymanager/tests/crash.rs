@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::command;
 use g2p_encryption::EncryptionProvider;
 use g2p_encryption::cert::CertificateInfo;
-use g2p_encryption_keymanager::{EncryptMode, KeymanagerConfig, KeymanagerProvider};
+use g2p_encryption_keymanager::{EncryptMode, KeymanagerProvider};
 use g2p_mosip::RequestWrapper;
 use serde_json::{Value, json};
 
@@ -70,12 +70,7 @@ fn start(data: &Path) -> Server {
 }
 
 fn provider(url: &str) -> KeymanagerProvider {
-    let mut settings = KeymanagerConfig::settings(
-        &format!("{url}/v1/keymanager"),
-        &format!("{url}/realms/openg2p/protocol/openid-connect/token"),
-        "app",
-        "app-secret",
-    );
+    let mut settings = common::keymanager_settings(url);
     // Each encryption at the key manager, with whatever key is current there.
     settings.encrypt_mode = Some(EncryptMode::Remote);
     settings.api_timeout = Some(10);

@@ -80,12 +80,7 @@ async fn the_key_manager_serves_https_and_asks_for_client_certificates() {
     );
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     // The Keymanager provider trusts the server's CA and works over HTTPS.
-    let mut settings = g2p_encryption_keymanager::KeymanagerConfig::settings(
-        &format!("{url}/v1/keymanager"),
-        &format!("{url}/realms/openg2p/protocol/openid-connect/token"),
-        "app",
-        "app-secret",
-    );
+    let mut settings = common::keymanager_settings(&url);
     // Certificate verification is on: without the CA the provider refuses the server.
     let untrusting =
         g2p_encryption_keymanager::KeymanagerProvider::new(settings.clone().build().unwrap())

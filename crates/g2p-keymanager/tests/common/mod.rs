@@ -60,3 +60,27 @@ pub fn stop(mut child: Child) -> (i32, String) {
     log.reopen().unwrap().read_to_string(&mut stderr).unwrap();
     (code, stderr)
 }
+
+/// The client `app:app-secret` that the tests give `kms serve`.
+pub const CLIENT: &str = "app:app-secret";
+
+/// Keymanager provider settings for client `app` of the `kms serve` at `url`.
+pub fn keymanager_settings(url: &str) -> g2p_encryption_keymanager::KeymanagerSettings {
+    g2p_encryption_keymanager::KeymanagerConfig::settings(
+        &format!("{url}/v1/keymanager"),
+        &format!("{url}/realms/openg2p/protocol/openid-connect/token"),
+        "app",
+        "app-secret",
+    )
+}
+
+/// `cmd` with the `KEYMANAGER_*` variables for client `app` of the `kms serve` at `url`.
+pub fn with_keymanager_env<'a>(cmd: &'a mut Command, url: &str) -> &'a mut Command {
+    cmd.env("KEYMANAGER_API_BASE_URL", format!("{url}/v1/keymanager"))
+        .env(
+            "KEYMANAGER_AUTH_URL",
+            format!("{url}/realms/openg2p/protocol/openid-connect/token"),
+        )
+        .env("KEYMANAGER_AUTH_CLIENT_ID", "app")
+        .env("KEYMANAGER_AUTH_CLIENT_SECRET", "app-secret")
+}
