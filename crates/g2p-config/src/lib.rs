@@ -74,7 +74,7 @@ enum ProviderKind {
 }
 
 /// The file's top level. Provider tables are read one by one (their `type` first); tables
-/// other code owns (`[gateway]`, `[audit]`) are only checked to be tables here and read with
+/// other code owns (`[gateway]`, `[audit]`, `[registry]`) are only checked to be tables here and read with
 /// [`Config::section`].
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +88,8 @@ struct FileSettings {
     _gateway: Option<figment::value::Dict>,
     #[serde(rename = "audit")]
     _audit: Option<figment::value::Dict>,
+    #[serde(rename = "registry")]
+    _registry: Option<figment::value::Dict>,
 }
 
 /// Where the file came from.

@@ -1,20 +1,15 @@
-//! `bulk encrypt|decrypt`: chosen fields of every record of a JSON Lines file — a registry
-//! export, say — through the provider, many records at once (`g2p_registry`). With `--out`,
-//! the output is written whole or not at all; the first value that fails stops the run and
-//! names its line and field.
+//! `bulk encrypt|decrypt`: chosen fields of every record of a JSON Lines or CSV file — a
+//! registry export, say — each its own ciphertext, through the provider, many records at once
+//! (`g2p_registry`). The output is written whole or not at all; the first value that fails
+//! stops the run and names its line and field (or goes to `--rejects`).
 
 use clap::{Args, Subcommand};
-use g2p_config::Provider;
-use g2p_encryption::files::AtomicFile;
 use g2p_registry::fields::{Direction, FieldCrypt};
-use g2p_registry::pipeline::{self, Options, PipelineError, Summary};
 use g2p_registry::record::FieldPath;
-use tokio::io::{AsyncBufRead, BufReader};
 
 use crate::cli::Used;
-use crate::commands::InOut;
 use crate::failure::Failure;
-use crate::io::io_failure;
+use crate::records_io::{self, FileArgs};
 
 /// `bulk` subcommands.
 #[derive(Debug, Subcommand)]
@@ -29,9 +24,10 @@ pub enum BulkCommand {
 #[derive(Debug, Args)]
 pub struct BulkArgs {
     #[command(flatten)]
-    pub io: InOut,
+    pub files: FileArgs,
     /// A field to process: a name or a dotted path into nested objects (`address.city`);
-    /// repeat, or separate with commas. Records without it are left as they are.
+    /// repeat, or separate with commas. Records without it are left as they are, but a field
+    /// that no record has is refused (see --allow-missing-fields).
     #[arg(
         long = "field",
         value_delimiter = ',',
@@ -39,81 +35,42 @@ pub struct BulkArgs {
         value_name = "PATH"
     )]
     pub fields: Vec<String>,
-    /// Records processed at once.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-}
-
-impl From<PipelineError> for Failure {
-    fn from(e: PipelineError) -> Self {
-        Failure::of_kind(e.kind(), e.to_string())
-    }
 }
 
 /// Runs `bulk encrypt` or `bulk decrypt`, and records it in the audit trail.
 pub async fn run(used: &Used<'_>, command: &BulkCommand) -> Result<(), Failure> {
-    let direction = match command {
-        BulkCommand::Encrypt(_) => Direction::Encrypt,
-        BulkCommand::Decrypt(_) => Direction::Decrypt,
+    let (args, direction) = match command {
+        BulkCommand::Encrypt(args) => (args, Direction::Encrypt),
+        BulkCommand::Decrypt(args) => (args, Direction::Decrypt),
     };
-    let result = run_bulk(used.provider, command).await;
+    let result = run_bulk(used, args, direction).await;
     let values = result.as_ref().map_or(0, |s| s.values);
     used.record(direction.as_str(), Vec::new(), (values, values), result)
         .map(|_| ())
 }
 
-async fn run_bulk(provider: &Provider, command: &BulkCommand) -> Result<Summary, Failure> {
-    let (args, direction) = match command {
-        BulkCommand::Encrypt(args) => (args, Direction::Encrypt),
-        BulkCommand::Decrypt(args) => (args, Direction::Decrypt),
-    };
-    if args.concurrency == 0 {
-        return Err(Failure::usage("--concurrency must be at least 1"));
-    }
+async fn run_bulk(
+    used: &Used<'_>,
+    args: &BulkArgs,
+    direction: Direction,
+) -> Result<g2p_registry::Summary, Failure> {
     let fields = args
         .fields
         .iter()
         .map(|f| FieldPath::parse(f).map_err(|e| Failure::usage(format!("--field {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let transform = FieldCrypt::new(provider.as_dyn(), fields, direction);
-    let input = open_input(args.io.input.as_deref()).await?;
-    let options = Options {
-        concurrency: args.concurrency,
-    };
-    let summary = match &args.io.output {
-        Some(path) => {
-            let mut file = AtomicFile::create(path)
-                .map_err(|e| io_failure(format!("cannot write {}: {e}", path.display()), &e))?;
-            let summary = pipeline::run(input, &mut file, &transform, options, &|_| {}).await?;
-            file.commit()
-                .map_err(|e| io_failure(format!("cannot write {}: {e}", path.display()), &e))?;
-            summary
-        }
-        None => {
-            let mut out = std::io::BufWriter::new(std::io::stdout());
-            pipeline::run(input, &mut out, &transform, options, &|_| {}).await?
-        }
-    };
-    eprintln!(
-        "{}ed {} values in {} records ({:.1} s)",
-        direction.as_str(),
-        summary.values,
-        summary.records,
-        summary.elapsed.as_secs_f64()
-    );
+    let transform = FieldCrypt::new(used.provider.as_dyn(), fields, direction);
+    let summary = records_io::run_files(&args.files, &transform, true).await?;
+    if !args.files.quiet {
+        eprintln!(
+            "{}; {} values",
+            records_io::summary_line(
+                &format!("bulk {}", direction.as_str()),
+                &format!("{}ed", direction.as_str()),
+                &summary
+            ),
+            summary.values
+        );
+    }
     Ok(summary)
-}
-
-async fn open_input(
-    path: Option<&std::path::Path>,
-) -> Result<Box<dyn AsyncBufRead + Unpin + Send>, Failure> {
-    Ok(match path {
-        Some(path) => {
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| io_failure(format!("cannot read {}: {e}", path.display()), &e))?;
-            Box::new(BufReader::with_capacity(256 * 1024, file))
-        }
-        None => Box::new(BufReader::new(tokio::io::stdin())),
-    })
 }

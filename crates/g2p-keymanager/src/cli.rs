@@ -10,7 +10,7 @@ use g2p_encryption::deadline;
 
 use crate::audit::Audit;
 use crate::failure::Failure;
-use crate::{bulk_cmd, commands, kms_cmd, serve_cmd};
+use crate::{bulk_cmd, commands, kms_cmd, registry_cmd, serve_cmd};
 
 /// Encryption, decryption, JWS signing and verification through a MOSIP Keymanager, without
 /// the application ever holding private keys.
@@ -81,10 +81,15 @@ pub enum Command {
     Jwks,
     /// Fetch an access token; print its subject and expiry.
     Token(commands::TokenArgs),
-    /// Encrypt or decrypt chosen fields of every record of a JSON Lines file (a registry
-    /// export), many at once; written whole or not at all.
+    /// Encrypt or decrypt chosen fields of every record of a JSON Lines or CSV file, each
+    /// field its own ciphertext, many at once; written whole or not at all.
     #[command(subcommand)]
     Bulk(bulk_cmd::BulkCommand),
+    /// OpenG2P registry encryption — a registrant's personal fields sealed into one
+    /// ciphertext in `encrypted_val` — over a JSON Lines or CSV file or a live PostgreSQL
+    /// registry: encrypt, decrypt, rewrap after a key rotation, inspect.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCommand),
     /// The embedded key manager: serve it, list and rotate its keys, back it up and restore it.
     #[command(subcommand)]
     Kms(kms_cmd::KmsCommand),
@@ -132,6 +137,10 @@ async fn run_command(cli: &Cli, config: &Config, audit: &Audit) -> Result<(), Fa
             Command::Jwks => commands::jwks(&provider).await,
             Command::Token(args) => commands::token(&provider, args).await,
             Command::Bulk(command) => bulk_cmd::run(&used, command).await,
+            Command::Registry(command) => {
+                let settings = config.section("registry")?;
+                registry_cmd::run(&used, command, &settings).await
+            }
             Command::Bench(args) => crate::bench_cmd::run(&used, args).await,
             Command::Kms(_) | Command::ApiKey(_) | Command::Serve(_) => Ok(()),
         }

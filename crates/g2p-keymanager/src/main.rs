@@ -10,6 +10,9 @@ mod commands;
 mod failure;
 mod io;
 mod kms_cmd;
+mod records_io;
+mod registry_cmd;
+mod registry_db;
 mod serve_cmd;
 mod service;
 

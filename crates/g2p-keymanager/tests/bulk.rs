@@ -1,5 +1,5 @@
-//! `g2p-keymanager bulk`: a registry export in JSON Lines through the embedded key manager,
-//! and the bad inputs that must leave no output behind.
+//! `g2p-keymanager bulk`: a registry export in JSON Lines and CSV through the embedded key
+//! manager, and the bad inputs that must leave no output behind.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -55,7 +55,12 @@ fn a_registry_round_trips_field_by_field() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("encrypted 4 values in 3 records"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bulk encrypt: read 3, encrypted 3, skipped 0, failed 0 in ")
+            && stderr.contains("; 4 values"),
+        "{stderr}"
+    );
     let original = lines(REGISTRY);
     let encrypted = lines(&std::fs::read_to_string(&sealed).unwrap());
     assert_eq!(encrypted.len(), 3);
@@ -151,7 +156,14 @@ fn bad_records_and_refused_values_name_the_line_and_leave_no_output() {
         "[1,2]\n",
         &["encrypt", "--field", "name"],
         2,
-        "line 1: not a JSON object",
+        "line 1: an array is not a record (a JSON object)",
+    );
+    // A misspelt field is a mistake, not a registry written out in clear.
+    check(
+        "{\"name\":\"A\"}\n",
+        &["encrypt", "--field", "nme"],
+        2,
+        "no record has the field \"nme\": nothing was written",
     );
     check(
         "{\"age\":41}\n",
@@ -171,6 +183,25 @@ fn bad_records_and_refused_values_name_the_line_and_leave_no_output() {
         2,
         "line 1, field name: not a base64url",
     );
+    // Nor is anything written to standard output when the run fails.
+    let input_path = dir.path().join("typo.jsonl");
+    std::fs::write(&input_path, "{\"name\":\"A\"}\n").unwrap();
+    let typo = [
+        "bulk",
+        "encrypt",
+        "--field",
+        "nme",
+        "--in",
+        input_path.to_str().unwrap(),
+    ];
+    let failed = run(dir.path(), &typo);
+    assert_eq!(failed.status.code(), Some(2));
+    assert!(failed.stdout.is_empty());
+    let mut allowed = typo.to_vec();
+    allowed.push("--allow-missing-fields");
+    let passed = run(dir.path(), &allowed);
+    assert!(passed.status.success());
+    assert_eq!(passed.stdout, b"{\"name\":\"A\"}\n");
     // A ciphertext that does not decrypt: refused (exit 1), naming where.
     // An empty export is an empty result.
     let empty = run(
@@ -208,4 +239,55 @@ fn bad_records_and_refused_values_name_the_line_and_leave_no_output() {
         1,
         "line 1, field name: decryption failed",
     );
+}
+
+#[test]
+fn csv_exports_keep_their_columns_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("registry.csv");
+    let text = "id,name,phone\nB-1,\"Yusuf, Amina\",0803\nB-2,,0804\n";
+    std::fs::write(&input, text).unwrap();
+    let sealed = run(
+        dir.path(),
+        &[
+            "bulk",
+            "encrypt",
+            "--field",
+            "name",
+            "--in",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let sealed_text = String::from_utf8(sealed.stdout).unwrap();
+    assert!(
+        sealed_text.starts_with("id,name,phone\nB-1,"),
+        "{sealed_text}"
+    );
+    assert!(!sealed_text.contains("Amina"));
+    let sealed_path = dir.path().join("sealed.csv");
+    std::fs::write(&sealed_path, &sealed_text).unwrap();
+    // The empty name of B-2 (an empty cell) has nothing to protect and stays empty.
+    assert!(sealed_text.contains("\nB-2,,0804\n"), "{sealed_text}");
+    let opened = run(
+        dir.path(),
+        &[
+            "bulk",
+            "decrypt",
+            "--field",
+            "name",
+            "--in",
+            sealed_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert_eq!(String::from_utf8(opened.stdout).unwrap(), text);
 }

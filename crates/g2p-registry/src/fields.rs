@@ -2,6 +2,7 @@
 //! MOSIP ciphertext (and back). Other fields and the key order are kept.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use g2p_encryption::{EncryptionProvider, Error, ErrorKind, b64};
@@ -35,6 +36,7 @@ pub struct FieldCrypt {
     provider: Arc<dyn EncryptionProvider>,
     fields: Vec<FieldPath>,
     direction: Direction,
+    seen: Vec<AtomicBool>,
 }
 
 impl FieldCrypt {
@@ -44,10 +46,12 @@ impl FieldCrypt {
         fields: Vec<FieldPath>,
         direction: Direction,
     ) -> Self {
+        let seen = fields.iter().map(|_| AtomicBool::new(false)).collect();
         FieldCrypt {
             provider,
             fields,
             direction,
+            seen,
         }
     }
 
@@ -86,9 +90,15 @@ impl Transform for FieldCrypt {
     async fn apply(&self, mut record: Record) -> Result<Transformed, RecordError> {
         // Take the texts out first, then convert them all at once.
         let mut taken = Vec::new();
-        for field in &self.fields {
-            match field.find_mut(&mut record) {
+        for (field, seen) in self.fields.iter().zip(&self.seen) {
+            let value = field.find_mut(&mut record);
+            if value.is_some() {
+                seen.store(true, Ordering::Relaxed);
+            }
+            match value {
+                // Nothing to protect in an absent, null or empty value (a CSV's empty cell).
                 None | Some(Value::Null) => {}
+                Some(Value::String(text)) if text.is_empty() => {}
                 Some(Value::String(text)) => taken.push((field, std::mem::take(text))),
                 Some(other) => {
                     return Err(RecordError::in_field(
@@ -115,5 +125,14 @@ impl Transform for FieldCrypt {
             }
         }
         Ok(Transformed { record, values })
+    }
+
+    fn unmatched(&self) -> Vec<String> {
+        self.fields
+            .iter()
+            .zip(&self.seen)
+            .filter(|(_, seen)| !seen.load(Ordering::Relaxed))
+            .map(|(field, _)| field.to_string())
+            .collect()
     }
 }

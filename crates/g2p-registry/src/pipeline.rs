@@ -1,16 +1,14 @@
-//! The streaming pipeline: records read one by one from a JSON Lines export, transformed
-//! concurrently (a bounded number at a time), written in input order. Memory stays flat in
-//! the size of the input.
+//! The streaming pipeline: records read one by one ([`crate::format::RecordReader`]),
+//! transformed concurrently (a bounded number at a time), written in input order. Memory
+//! stays flat in the size of the input.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use g2p_encryption::ErrorKind;
-use serde_json::Value;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
+use crate::format::{Item, Raw, RecordReader, RecordWriter};
 use crate::record::Record;
 
 /// What a transform made of a record.
@@ -18,8 +16,15 @@ use crate::record::Record;
 pub struct Transformed {
     /// The record to write.
     pub record: Record,
-    /// How many values the transform changed.
+    /// How many values the transform changed; 0 when it left the record as it was.
     pub values: usize,
+}
+
+impl Transformed {
+    /// The record, left as it was.
+    pub fn unchanged(record: Record) -> Self {
+        Transformed { record, values: 0 }
+    }
 }
 
 /// Why one record could not be transformed.
@@ -53,13 +58,30 @@ pub trait Transform: Send + Sync {
     /// # Errors
     /// [`RecordError`] naming the field and the cause; the run stops at the first one.
     async fn apply(&self, record: Record) -> Result<Transformed, RecordError>;
+
+    /// After a run: the fields the transform was told to process that no record had —
+    /// most likely a misspelt name. Empty by default.
+    fn unmatched(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Columns the transform may add to a record (a CSV output needs them in its header).
+    fn added_columns(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Counts of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Records read and written.
+    /// Records read.
     pub records: usize,
+    /// Records the transform changed.
+    pub changed: usize,
+    /// Records written as they were (nothing to do).
+    pub skipped: usize,
+    /// Records set aside as rejects.
+    pub failed: usize,
     /// Values changed.
     pub values: usize,
     /// Time taken.
@@ -70,7 +92,7 @@ pub struct Summary {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
-    /// A line is not a JSON object.
+    /// A line is not a record.
     #[error("line {line}: {message}")]
     Input {
         /// 1-based line number.
@@ -86,19 +108,50 @@ pub enum PipelineError {
         /// Why.
         error: RecordError,
     },
+    /// Fields to process that no record has.
+    #[error(
+        "no record has {}: nothing was written (check the names; --allow-missing-fields if this is intended{})",
+        list_fields(fields),
+        if fields.iter().any(|f| f == crate::envelope::IS_REGISTRANT) {
+            "; without is_registrant, --all-records encrypts every record"
+        } else {
+            ""
+        }
+    )]
+    MissingFields {
+        /// The fields.
+        fields: Vec<String>,
+    },
     /// The input could not be read or the output written.
     #[error("{0}")]
     Io(String),
+}
+
+fn list_fields(fields: &[String]) -> String {
+    let names: Vec<String> = fields.iter().map(|f| format!("{f:?}")).collect();
+    match names.len() {
+        1 => format!("the field {}", names[0]),
+        _ => format!("the fields {}", names.join(", ")),
+    }
 }
 
 impl PipelineError {
     /// What kind of failure stopped the run.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PipelineError::Input { .. } => ErrorKind::InvalidInput,
+            PipelineError::Input { .. } | PipelineError::MissingFields { .. } => {
+                ErrorKind::InvalidInput
+            }
             PipelineError::Record { error, .. } => error.kind,
             PipelineError::Io(_) => ErrorKind::Internal,
         }
+    }
+
+    /// Whether the failure is the record's own (bad input, a value that does not decrypt)
+    /// rather than the key manager's or the machine's: only those may be set aside.
+    pub fn is_the_records(&self) -> bool {
+        matches!(self.kind(), ErrorKind::InvalidInput | ErrorKind::Refused)
+            && !matches!(self, PipelineError::MissingFields { .. })
     }
 }
 
@@ -107,92 +160,155 @@ impl PipelineError {
 pub struct Options {
     /// Records transformed at once (at least 1).
     pub concurrency: usize,
+    /// Run on when a named field occurs in no record.
+    pub allow_missing_fields: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { concurrency: 16 }
+        Options {
+            concurrency: 16,
+            allow_missing_fields: false,
+        }
     }
 }
 
-fn parse_line(line: usize, text: &str) -> Result<Record, PipelineError> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(record)) => Ok(record),
-        Ok(_) => Err(PipelineError::Input {
-            line,
-            message: "not a JSON object".into(),
-        }),
-        Err(e) => Err(PipelineError::Input {
-            line,
-            message: format!("not JSON: {e}"),
-        }),
+/// What the caller hears during a run.
+pub trait Report: Sync {
+    /// The counts, after each record.
+    fn progress(&self, _summary: &Summary) {}
+
+    /// A record set aside, and why (the error names the line and field, never the data).
+    fn rejected(&self, _error: &PipelineError) {}
+}
+
+/// A report that says nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Report for Silent {}
+
+/// Where records go: the output (none for a run that only looks), and the rejects, when bad
+/// records are to be set aside rather than stop the run.
+#[allow(missing_debug_implementations)]
+pub struct Sinks<'a> {
+    /// The transformed records, in input order.
+    pub output: Option<&'a mut dyn RecordWriter>,
+    /// Lines and records that could not be read or transformed, as they were read.
+    pub rejects: Option<&'a mut dyn RecordWriter>,
+}
+
+enum Done {
+    Written(Transformed),
+    Rejected(PipelineError, Reject),
+}
+
+enum Reject {
+    Raw(Raw),
+    Record(Record),
+}
+
+async fn process(
+    item: Result<Item, String>,
+    transform: &dyn Transform,
+    keep_original: bool,
+) -> Result<Done, PipelineError> {
+    let item = item.map_err(PipelineError::Io)?;
+    let line = item.line;
+    let record = match item.read {
+        Ok(record) => record,
+        Err(unreadable) => {
+            return Ok(Done::Rejected(
+                PipelineError::Input {
+                    line,
+                    message: unreadable.message,
+                },
+                Reject::Raw(unreadable.raw),
+            ));
+        }
+    };
+    let original = keep_original.then(|| record.clone());
+    match transform.apply(record).await {
+        Ok(done) => Ok(Done::Written(done)),
+        Err(error) => {
+            let error = PipelineError::Record { line, error };
+            match original {
+                Some(original) => Ok(Done::Rejected(error, Reject::Record(original))),
+                None => Err(error),
+            }
+        }
     }
 }
 
-/// Reads JSON Lines from `input`, applies `transform` to each record (`options.concurrency`
-/// at a time), and writes each result as a line of `output`, in input order. Blank lines
-/// are skipped. `progress` hears the counts after every record written.
+/// Reads records from `input`, applies `transform` to each (`options.concurrency` at a
+/// time), and writes each result to `sinks.output` in input order. `report` hears the counts
+/// after every record.
 ///
-/// The run stops at the first failure; what was written to `output` by then is for the
-/// caller to discard (an [`g2p_encryption::files::AtomicFile`] that is not committed).
+/// Without a rejects sink, the run stops at the first line that is not a record or record
+/// that fails; with one, such lines and records go there unchanged and the run carries on.
+/// A failure of the key manager always stops the run. Either way, what was written by then
+/// is for the caller to discard (an [`g2p_encryption::files::AtomicFile`] not committed).
 ///
 /// # Errors
-/// [`PipelineError`] naming the line (and the field) that failed.
+/// [`PipelineError`] naming the line (and the field) that failed;
+/// [`PipelineError::MissingFields`] after the last record when a field to process occurs in
+/// none (unless `options.allow_missing_fields`).
 pub async fn run(
-    input: impl AsyncBufRead + Unpin + Send,
-    output: &mut (dyn Write + Send),
+    mut input: RecordReader,
+    mut sinks: Sinks<'_>,
     transform: &dyn Transform,
     options: Options,
-    progress: &(dyn Fn(&Summary) + Sync),
+    report: &dyn Report,
 ) -> Result<Summary, PipelineError> {
     let started = Instant::now();
-    let lines =
-        futures_util::stream::unfold((input.lines(), 0usize), |(mut lines, n)| async move {
-            let next = lines.next_line().await;
-            let line = n + 1;
-            match next {
-                Ok(Some(text)) => Some((Ok((line, text)), (lines, line))),
-                Ok(None) => None,
-                Err(e) => Some((
-                    Err(PipelineError::Input {
-                        line,
-                        message: format!("cannot be read: {e}"),
-                    }),
-                    (lines, line),
-                )),
-            }
-        });
-    let results = lines
-        .filter(|item| {
-            let blank = matches!(item, Ok((_, text)) if text.trim().is_empty());
-            std::future::ready(!blank)
-        })
-        .map(|item| async move {
-            let (line, text) = item?;
-            let record = parse_line(line, &text)?;
-            transform
-                .apply(record)
-                .await
-                .map_err(|error| PipelineError::Record { line, error })
-        })
+    let keep_original = sinks.rejects.is_some();
+    let items = futures_util::stream::unfold(&mut input, |input| async move {
+        input.next().await.map(|item| (item, input))
+    });
+    let results = items
+        .map(|item| process(item, transform, keep_original))
         .buffered(options.concurrency.max(1));
     let mut results = std::pin::pin!(results);
     let mut summary = Summary::default();
     while let Some(result) = results.next().await {
-        let done = result?;
-        serde_json::to_writer(&mut *output, &done.record)
-            .map_err(|e| PipelineError::Io(format!("cannot write a record: {e}")))?;
-        output
-            .write_all(b"\n")
-            .map_err(|e| PipelineError::Io(format!("cannot write a record: {e}")))?;
         summary.records += 1;
-        summary.values += done.values;
+        match result? {
+            Done::Written(done) => {
+                if let Some(output) = sinks.output.as_deref_mut() {
+                    output.write(&done.record).map_err(PipelineError::Io)?;
+                }
+                if done.values > 0 {
+                    summary.changed += 1;
+                } else {
+                    summary.skipped += 1;
+                }
+                summary.values += done.values;
+            }
+            Done::Rejected(error, original) => match sinks.rejects.as_deref_mut() {
+                Some(rejects) if error.is_the_records() => {
+                    match &original {
+                        Reject::Raw(raw) => rejects.write_raw(raw),
+                        Reject::Record(record) => rejects.write(record),
+                    }
+                    .map_err(|e| PipelineError::Io(format!("rejects: {e}")))?;
+                    summary.failed += 1;
+                    report.rejected(&error);
+                }
+                _ => return Err(error),
+            },
+        }
         summary.elapsed = started.elapsed();
-        progress(&summary);
+        report.progress(&summary);
     }
-    output
-        .flush()
-        .map_err(|e| PipelineError::Io(format!("cannot write the output: {e}")))?;
+    if summary.records > 0 && !options.allow_missing_fields {
+        let fields = transform.unmatched();
+        if !fields.is_empty() {
+            return Err(PipelineError::MissingFields { fields });
+        }
+    }
+    for sink in [sinks.output, sinks.rejects].into_iter().flatten() {
+        sink.finish().map_err(PipelineError::Io)?;
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

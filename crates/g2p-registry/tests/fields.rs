@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use g2p_encryption::{EncryptionProvider, ErrorKind};
 use g2p_kms::{Kek, Kms, LocalProvider, LocalSettings, StoreOptions};
 use g2p_registry::fields::{Direction, FieldCrypt};
-use g2p_registry::pipeline::{self, Options};
+use g2p_registry::format::{self, Format};
+use g2p_registry::pipeline::{self, Options, Report, Sinks};
 use g2p_registry::record::FieldPath;
 use g2p_registry::{PipelineError, Summary};
 use serde_json::{Value, json};
@@ -22,6 +23,45 @@ fn fields(names: &[&str]) -> Vec<FieldPath> {
     names.iter().map(|n| FieldPath::parse(n).unwrap()).collect()
 }
 
+struct Count(AtomicUsize);
+
+impl Report for Count {
+    fn progress(&self, _: &Summary) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn run_bytes(
+    transform: &FieldCrypt,
+    input: &[u8],
+    concurrency: usize,
+) -> (Result<Summary, PipelineError>, String, usize) {
+    let reader = format::read(
+        Format::JsonLines,
+        Box::new(std::io::Cursor::new(input.to_vec())),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let calls = Count(AtomicUsize::new(0));
+    let result = {
+        let mut writer = format::writer(Format::JsonLines, Vec::new(), &mut out);
+        let sinks = Sinks {
+            output: Some(writer.as_mut()),
+            rejects: None,
+        };
+        let options = Options {
+            concurrency,
+            ..Options::default()
+        };
+        pipeline::run(reader, sinks, transform, options, &calls).await
+    };
+    (
+        result,
+        String::from_utf8(out).unwrap(),
+        calls.0.load(Ordering::SeqCst),
+    )
+}
+
 async fn run_on(
     provider: &Arc<dyn EncryptionProvider>,
     input: &str,
@@ -30,23 +70,7 @@ async fn run_on(
     concurrency: usize,
 ) -> (Result<Summary, PipelineError>, String, usize) {
     let transform = FieldCrypt::new(provider.clone(), fields(names), direction);
-    let mut out = Vec::new();
-    let calls = AtomicUsize::new(0);
-    let result = pipeline::run(
-        input.as_bytes(),
-        &mut out,
-        &transform,
-        Options { concurrency },
-        &|_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-        },
-    )
-    .await;
-    (
-        result,
-        String::from_utf8(out).unwrap(),
-        calls.load(Ordering::SeqCst),
-    )
+    run_bytes(&transform, input.as_bytes(), concurrency).await
 }
 
 #[tokio::test]
@@ -111,7 +135,10 @@ async fn the_first_failure_names_its_line_and_field() {
         4,
     )
     .await;
-    assert_eq!(result.unwrap_err().to_string(), "line 2: not a JSON object");
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "line 2: an array is not a record (a JSON object)"
+    );
     let (result, _, _) = run_on(
         &provider,
         "{\"name\":\"@@@\"}\n",
@@ -128,14 +155,53 @@ async fn the_first_failure_names_its_line_and_field() {
     );
     // Input that is not UTF-8 is named too.
     let transform = FieldCrypt::new(provider.clone(), fields(&["name"]), Direction::Encrypt);
-    let e = pipeline::run(
-        &b"{\"name\":\"A\"}\n\xff\xfe\n"[..],
-        &mut Vec::new(),
-        &transform,
-        Options::default(),
-        &|_| {},
+    let (result, _, _) = run_bytes(&transform, b"{\"name\":\"A\"}\n\xff\xfe\n", 4).await;
+    let e = result.unwrap_err();
+    assert!(e.to_string().starts_with("line 2: not JSON"), "{e}");
+}
+
+#[tokio::test]
+async fn a_field_that_occurs_in_no_record_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = provider(dir.path());
+    let input = "{\"name\":\"A\"}\n{\"name\":null}\n";
+    let (result, _, _) = run_on(&provider, input, &["nme", "name"], Direction::Encrypt, 4).await;
+    let e = result.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(
+        e.to_string()
+            .starts_with("no record has the field \"nme\": nothing was written"),
+        "{e}"
+    );
+    // A field present only as null still counts as present.
+    let (result, _, _) = run_on(
+        &provider,
+        "{\"name\":null}\n",
+        &["name"],
+        Direction::Encrypt,
+        4,
     )
-    .await
-    .unwrap_err();
-    assert!(e.to_string().starts_with("line 2: cannot be read"), "{e}");
+    .await;
+    assert_eq!(result.unwrap().values, 0);
+    // Empty input is not a mistake.
+    let (result, out, _) = run_on(&provider, "", &["nme"], Direction::Encrypt, 4).await;
+    assert_eq!((result.unwrap().records, out.as_str()), (0, ""));
+    // Allowed on request.
+    let transform = FieldCrypt::new(provider.clone(), fields(&["nme"]), Direction::Encrypt);
+    let reader = format::read(Format::JsonLines, Box::new(std::io::Cursor::new(input))).unwrap();
+    let options = Options {
+        allow_missing_fields: true,
+        ..Options::default()
+    };
+    let sinks = Sinks {
+        output: None,
+        rejects: None,
+    };
+    let summary = pipeline::run(reader, sinks, &transform, options, &pipeline::Silent)
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.records, summary.skipped, summary.values),
+        (2, 2, 0)
+    );
 }
