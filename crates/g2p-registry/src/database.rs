@@ -101,7 +101,10 @@ fn query_error(e: tokio_postgres::Error) -> DatabaseError {
 fn describe_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -262,7 +265,7 @@ impl Statements {
         };
         let select = format!(
             "SELECT {id}::bigint, COALESCE(is_registrant, false), COALESCE(is_encrypted, false), encrypted_val{} \
-             FROM {table} WHERE {id} > $1 AND ({predicate}) ORDER BY {id} LIMIT $2 {lock}",
+             FROM {table} WHERE {id} > $1::bigint AND ({predicate}) ORDER BY {id} LIMIT $2::bigint {lock}",
             fields
                 .iter()
                 .map(|f| format!(", {f}::text"))

@@ -1,5 +1,6 @@
-//! Test support for g2p-keymanager: RSA keys with certificates, and a fake MOSIP Keymanager
-//! with a Keycloak-like token endpoint, served on `127.0.0.1:0`.
+//! Test support for g2p-keymanager: RSA keys with certificates, a fake MOSIP Keymanager
+//! with a Keycloak-like token endpoint, served on `127.0.0.1:0`, and throwaway PostgreSQL
+//! clusters.
 //!
 //! Everything here is written from the protocol spec independently of `g2p-mosip` and
 //! `g2p-encryption` (it depends on neither), so that a test in which our client talks to
@@ -15,6 +16,7 @@ pub mod fake;
 pub mod hostile;
 pub mod jose;
 pub mod keys;
+pub mod postgres;
 
 pub use fake::{FakeKeymanager, FakeOptions};
 pub use keys::TestKey;

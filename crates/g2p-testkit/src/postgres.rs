@@ -1,0 +1,188 @@
+//! A throwaway PostgreSQL cluster for tests: `initdb` and `pg_ctl` of the system's PostgreSQL
+//! (Debian's `/usr/lib/postgresql/N/bin`, or `G2P_PG_BINDIR`), in a temporary directory, on a
+//! free port of 127.0.0.1, run as `nobody` when the tests run as root (PostgreSQL refuses
+//! root), stopped and removed on drop.
+//!
+//! Without PostgreSQL installed, [`PgCluster::start`] says loudly that the test is skipped and
+//! returns `None`; under `CI=true` it panics instead, so CI cannot pass by skipping.
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `nobody:nogroup`, who runs the server when the tests are root.
+const NOBODY: (u32, u32) = (65534, 65534);
+
+/// A running cluster; dropped, it is stopped and its files removed.
+#[derive(Debug)]
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bindir: PathBuf,
+    port: u16,
+    run_as: Option<(u32, u32)>,
+}
+
+/// Whether tests that need an external component must fail rather than skip.
+pub fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The directory holding `initdb` and `pg_ctl`, if PostgreSQL is installed.
+pub fn bindir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("G2P_PG_BINDIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+impl PgCluster {
+    /// Starts a cluster, or says why not: `None` (printed to stderr) when PostgreSQL is not
+    /// installed, unless under CI, where that panics. `test` names the caller in the message.
+    pub fn start(test: &str) -> Option<PgCluster> {
+        let Some(bindir) = bindir() else {
+            assert!(
+                !required(),
+                "{test}: PostgreSQL is required under CI=true, but initdb was not found \
+                 (apt-get install postgresql, or set G2P_PG_BINDIR)"
+            );
+            eprintln!(
+                "SKIPPED {test}: PostgreSQL is not installed (apt-get install postgresql, or set \
+                 G2P_PG_BINDIR); this test did not run"
+            );
+            return None;
+        };
+        Some(PgCluster::start_with(&bindir))
+    }
+
+    fn start_with(bindir: &Path) -> PgCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("g2p-pg-")
+            .tempdir()
+            .expect("a temporary directory");
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        let run_as = root.then_some(NOBODY);
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("chown the cluster directory");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = PgCluster {
+            dir,
+            bindir: bindir.to_path_buf(),
+            port,
+            run_as,
+        };
+        let data = cluster.data();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().expect("a UTF-8 path"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=50",
+            cluster.dir.path().display()
+        );
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().expect("a UTF-8 path"),
+                "-l",
+                cluster
+                    .dir
+                    .path()
+                    .join("server.log")
+                    .to_str()
+                    .expect("a UTF-8 path"),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bindir.join(program));
+        command.current_dir(self.dir.path()).env("LC_ALL", "C");
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "{program} failed: {}{}\n{log}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres` (trust authentication).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self
+            .command("pg_ctl")
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+    }
+}
