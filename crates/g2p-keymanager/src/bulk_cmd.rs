@@ -59,7 +59,8 @@ async fn run_bulk(
         .iter()
         .map(|f| FieldPath::parse(f).map_err(|e| Failure::usage(format!("--field {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let transform = FieldCrypt::new(used.provider.as_dyn(), fields, direction);
+    let transform: std::sync::Arc<dyn g2p_registry::Transform> =
+        std::sync::Arc::new(FieldCrypt::new(used.provider.as_dyn(), fields, direction));
     let summary = records_io::run_files(&args.files, &transform, true).await?;
     if !args.files.quiet {
         eprintln!(

@@ -47,8 +47,9 @@ pub struct FileArgs {
     /// written, exit 2).
     #[arg(long)]
     pub allow_missing_fields: bool,
-    /// Records processed at once.
-    #[arg(long, default_value_t = 32)]
+    /// Records processed at once (a remote Keymanager also caps its own requests in flight,
+    /// `max_in_flight`).
+    #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
     /// No progress bar and no summary line.
     #[arg(long)]
@@ -254,7 +255,7 @@ impl Target {
 /// The pipeline's failure, or the files'.
 pub async fn run_files(
     args: &FileArgs,
-    transform: &dyn Transform,
+    transform: &Arc<dyn Transform>,
     writes: bool,
 ) -> Result<Summary, Failure> {
     let format = args.format();

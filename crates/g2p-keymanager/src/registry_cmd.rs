@@ -2,6 +2,8 @@
 //! of a registrant's personal fields in `encrypted_val` — over a file (JSON Lines or CSV) or a
 //! live registry database (`--database-url`), through the selected provider.
 
+use std::sync::Arc;
+
 use clap::{Args, Subcommand};
 use g2p_registry::envelope::{
     DEFAULT_PLACEHOLDER, EnvelopeSettings, Inspect, Inventory, Open, Rewrap, Seal,
@@ -128,19 +130,16 @@ pub async fn run(
         .database_url
         .clone()
         .or_else(|| file.database_url.clone());
-    let inspect = Inspect::new(args.verify.then(|| provider.clone()));
-    let transform: Box<dyn Transform> = match command {
+    let inspect = Arc::new(Inspect::new(args.verify.then(|| provider.clone())));
+    let transform: Arc<dyn Transform> = match command {
         RegistryCommand::Encrypt(_) => {
-            Box::new(Seal::new(provider.clone(), envelope_settings(args, file)?))
+            Arc::new(Seal::new(provider.clone(), envelope_settings(args, file)?))
         }
-        RegistryCommand::Decrypt(_) => Box::new(Open::new(provider.clone())),
-        RegistryCommand::Rewrap(_) => Box::new(Rewrap::new(provider.clone()).await?),
-        RegistryCommand::Inspect(_) => Box::new(Inspect::new(None)),
+        RegistryCommand::Decrypt(_) => Arc::new(Open::new(provider.clone())),
+        RegistryCommand::Rewrap(_) => Arc::new(Rewrap::new(provider.clone()).await?),
+        RegistryCommand::Inspect(_) => inspect.clone(),
     };
-    let transform: &dyn Transform = match command {
-        RegistryCommand::Inspect(_) => &inspect,
-        _ => transform.as_ref(),
-    };
+    let transform = &transform;
     let result = match &database_url {
         Some(url) => crate::registry_db::run(verb, args, file, url, transform).await,
         None => records_io::run_files(&args.files, transform, verb != "inspect").await,

@@ -50,7 +50,7 @@ pub async fn run(
     args: &RegistryArgs,
     file: &RegistrySettings,
     url: &str,
-    transform: &dyn Transform,
+    transform: &Arc<dyn Transform>,
 ) -> Result<Summary, Failure> {
     if args.files.input.is_some() || args.files.output.is_some() || args.files.rejects.is_some() {
         return Err(Failure::usage(

@@ -115,6 +115,27 @@ impl Kms {
         Ok(sealer.seal(params, plaintext)?)
     }
 
+    /// [`Kms::encrypt`] when the current key of `(app, ref)` and its sealer are already in
+    /// memory — no query, no key generation, nothing that blocks — else `None`. Cheap enough
+    /// to run on an async worker.
+    pub fn encrypt_if_ready(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        params: &CipherParams,
+        plaintext: &[u8],
+    ) -> Option<Result<Vec<u8>, KmsError>> {
+        if plaintext.is_empty() || reference_id.trim().is_empty() {
+            return None;
+        }
+        let alias = self
+            .store
+            .cached_current_alias(application_id, reference_id, now())
+            .ok()??;
+        let sealer = self.sealers.get(&alias)?;
+        Some(sealer.seal(params, plaintext).map_err(KmsError::from))
+    }
+
     /// Decrypts: the key is found by the thumbprint in the data and must belong to
     /// `application_id` (spec 3.2, 4.4, 4.5).
     ///

@@ -224,6 +224,15 @@ impl EncryptionProvider for LocalProvider {
         if plaintext.is_empty() {
             return Err(Error::invalid_input("plaintext is empty"));
         }
+        let s = &self.settings;
+        if let Some(sealed) = self.kms.encrypt_if_ready(
+            &s.encrypt_application_id,
+            &s.encrypt_reference_id,
+            &s.cipher_params,
+            plaintext,
+        ) {
+            return sealed.map_err(Error::from);
+        }
         let (kms, s, pt) = (self.kms.clone(), self.settings.clone(), plaintext.to_vec());
         blocking(move || {
             kms.encrypt(

@@ -5,10 +5,10 @@
 //! overwritten), and commits whole or not at all. Re-running resumes where a run stopped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use g2p_encryption::ErrorKind;
 use g2p_encryption::b64;
 use serde_json::Value;
@@ -391,7 +391,7 @@ pub async fn run(
     client: &mut Client,
     options: &DatabaseOptions,
     mode: Mode,
-    transform: &dyn Transform,
+    transform: &Arc<dyn Transform>,
     stop: &AtomicBool,
     report: &dyn Report,
 ) -> Result<Summary, DatabaseError> {
@@ -427,14 +427,13 @@ pub async fn run(
                 break;
             };
             last = end;
-            let results: Vec<(i64, Result<crate::Transformed, RecordError>)> =
-                futures_util::stream::iter(rows.iter().map(|row| row_record(row, &table.fields)))
-                    .map(|(id, record)| async move { (id, transform.apply(record).await) })
-                    .buffered(options.concurrency.max(1))
-                    .collect()
-                    .await;
+            let (ids, records): (Vec<i64>, Vec<Record>) = rows
+                .iter()
+                .map(|row| row_record(row, &table.fields))
+                .unzip();
+            let results = crate::pipeline::apply_all(transform, records, options.concurrency).await;
             let mut changes = Changes::new(table.fields.len());
-            for (id, result) in results {
+            for (id, result) in ids.into_iter().zip(results) {
                 let done = result.map_err(|error| DatabaseError::Record { id, error })?;
                 summary.records += 1;
                 if done.values > 0 {

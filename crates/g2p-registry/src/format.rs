@@ -11,8 +11,44 @@ use tokio::sync::mpsc;
 
 use crate::record::Record;
 
-/// Records parsed ahead of the pipeline.
-const READ_AHEAD: usize = 1024;
+/// Records handed over at once by the reader thread (fewer wake-ups than one by one).
+const BATCH: usize = 64;
+/// Batches parsed ahead of the pipeline.
+const READ_AHEAD: usize = 16;
+
+type Batch = Vec<Result<Item, String>>;
+
+/// The reader thread's end of the channel: items gathered into batches.
+struct Batcher<'a> {
+    sender: &'a mpsc::Sender<Batch>,
+    batch: Batch,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(sender: &'a mpsc::Sender<Batch>) -> Self {
+        Batcher {
+            sender,
+            batch: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Adds an item; `false` once the pipeline has gone away.
+    fn push(&mut self, item: Result<Item, String>) -> bool {
+        self.batch.push(item);
+        self.batch.len() < BATCH || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        batch.is_empty() || self.sender.blocking_send(batch).is_ok()
+    }
+}
+
+impl Drop for Batcher<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
 
 /// The shape of a registry file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +123,8 @@ pub struct Item {
 #[derive(Debug)]
 pub struct RecordReader {
     header: Option<Vec<String>>,
-    items: mpsc::Receiver<Result<Item, String>>,
+    items: mpsc::Receiver<Batch>,
+    pending: std::collections::VecDeque<Result<Item, String>>,
 }
 
 impl RecordReader {
@@ -98,21 +135,31 @@ impl RecordReader {
 
     /// The next item; `Err` when the input cannot be read any more (an I/O error).
     pub async fn next(&mut self) -> Option<Result<Item, String>> {
-        self.items.recv().await
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            self.pending = self.items.recv().await?.into();
+        }
     }
 
     /// A reader over records already in memory (tests, and sources that are not files).
     pub fn from_records(records: Vec<Record>) -> Self {
-        let (sender, items) = mpsc::channel(records.len().max(1));
-        for (i, record) in records.into_iter().enumerate() {
-            let _ = sender.try_send(Ok(Item {
-                line: i + 1,
-                read: Ok(record),
-            }));
-        }
+        let (_, items) = mpsc::channel(1);
+        let pending = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| {
+                Ok(Item {
+                    line: i + 1,
+                    read: Ok(record),
+                })
+            })
+            .collect();
         RecordReader {
             header: None,
             items,
+            pending,
         }
     }
 }
@@ -147,7 +194,11 @@ pub fn read(format: Format, input: Box<dyn Read + Send>) -> Result<RecordReader,
             Some(header)
         }
     };
-    Ok(RecordReader { header, items })
+    Ok(RecordReader {
+        header,
+        items,
+        pending: Default::default(),
+    })
 }
 
 fn first_duplicate(names: &[String]) -> Option<&str> {
@@ -158,7 +209,8 @@ fn first_duplicate(names: &[String]) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn read_json_lines(input: Box<dyn Read + Send>, sender: &mpsc::Sender<Result<Item, String>>) {
+fn read_json_lines(input: Box<dyn Read + Send>, sender: &mpsc::Sender<Batch>) {
+    let mut out = Batcher::new(sender);
     let mut input = BufReader::with_capacity(256 * 1024, input);
     let mut buffer = Vec::new();
     let mut line = 0;
@@ -169,7 +221,7 @@ fn read_json_lines(input: Box<dyn Read + Send>, sender: &mpsc::Sender<Result<Ite
             Ok(0) => return,
             Ok(_) => {}
             Err(e) => {
-                let _ = sender.blocking_send(Err(format!("line {line} cannot be read: {e}")));
+                out.push(Err(format!("line {line} cannot be read: {e}")));
                 return;
             }
         }
@@ -178,7 +230,7 @@ fn read_json_lines(input: Box<dyn Read + Send>, sender: &mpsc::Sender<Result<Ite
             continue;
         }
         let read = parse_json_line(text);
-        if sender.blocking_send(Ok(Item { line, read })).is_err() {
+        if !out.push(Ok(Item { line, read })) {
             return;
         }
     }
@@ -216,8 +268,9 @@ fn without_position(e: &serde_json::Error) -> String {
 fn read_csv(
     mut reader: csv::Reader<Box<dyn Read + Send>>,
     columns: &[String],
-    sender: &mpsc::Sender<Result<Item, String>>,
+    sender: &mpsc::Sender<Batch>,
 ) {
+    let mut out = Batcher::new(sender);
     let mut row = csv::ByteRecord::new();
     loop {
         let read = reader.read_byte_record(&mut row);
@@ -226,12 +279,12 @@ fn read_csv(
             Ok(false) => return,
             Ok(true) => {}
             Err(e) => {
-                let _ = sender.blocking_send(Err(format!("the CSV cannot be read: {e}")));
+                out.push(Err(format!("the CSV cannot be read: {e}")));
                 return;
             }
         }
         let read = csv_record(columns, &row);
-        if sender.blocking_send(Ok(Item { line, read })).is_err() {
+        if !out.push(Ok(Item { line, read })) {
             return;
         }
     }

@@ -20,7 +20,8 @@
 //! use g2p_registry::format::{self, Format};
 //! use g2p_registry::pipeline::{self, Silent, Sinks};
 //!
-//! let transform = Seal::new(provider, EnvelopeSettings::default());
+//! let transform: std::sync::Arc<dyn g2p_registry::Transform> =
+//!     std::sync::Arc::new(Seal::new(provider, EnvelopeSettings::default()));
 //! let input = format::read(Format::JsonLines, Box::new(std::fs::File::open("registry.jsonl")?))?;
 //! let mut file = g2p_encryption::files::AtomicFile::create("sealed.jsonl".as_ref())?;
 //! let mut output = format::writer(Format::JsonLines, Vec::new(), &mut file);

@@ -2,6 +2,7 @@
 //! transformed concurrently (a bounded number at a time), written in input order. Memory
 //! stays flat in the size of the input.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -208,6 +209,51 @@ enum Reject {
     Record(Record),
 }
 
+/// Chunks of records in flight at once: each is one task, so records are transformed on
+/// every worker of the runtime (not only the one polling the pipeline) while the task
+/// switches stay few.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// How many records go in one chunk for `concurrency` records in flight.
+fn chunk_size(concurrency: usize) -> usize {
+    concurrency.max(1).div_ceil(CHUNKS_IN_FLIGHT)
+}
+
+/// Transforms `records` (`concurrency` at a time) in tasks of their own, spread over the
+/// runtime's workers; results in input order.
+pub async fn apply_all(
+    transform: &Arc<dyn Transform>,
+    records: Vec<Record>,
+    concurrency: usize,
+) -> Vec<Result<Transformed, RecordError>> {
+    let size = chunk_size(concurrency);
+    let mut records = records.into_iter().peekable();
+    let mut tasks = Vec::new();
+    while records.peek().is_some() {
+        let chunk: Vec<Record> = records.by_ref().take(size).collect();
+        let transform = transform.clone();
+        tasks.push(tokio::spawn(async move {
+            futures_util::future::join_all(chunk.into_iter().map(|r| transform.apply(r))).await
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(done) => results.extend(done),
+            Err(e) => results.push(Err(task_failed(&e))),
+        }
+    }
+    results
+}
+
+fn task_failed(e: &tokio::task::JoinError) -> RecordError {
+    RecordError {
+        field: None,
+        kind: ErrorKind::Internal,
+        message: format!("the record's task failed: {e}"),
+    }
+}
+
 async fn process(
     item: Result<Item, String>,
     transform: &dyn Transform,
@@ -240,6 +286,25 @@ async fn process(
     }
 }
 
+/// Processes a chunk of items in a task of its own.
+async fn process_chunk(
+    items: Vec<Result<Item, String>>,
+    transform: &Arc<dyn Transform>,
+    keep_original: bool,
+) -> Vec<Result<Done, PipelineError>> {
+    let transform = transform.clone();
+    let task = tokio::spawn(async move {
+        let work = items
+            .into_iter()
+            .map(|item| process(item, transform.as_ref(), keep_original));
+        futures_util::future::join_all(work).await
+    });
+    match task.await {
+        Ok(done) => done,
+        Err(e) => vec![Err(PipelineError::Io(task_failed(&e).message))],
+    }
+}
+
 /// Reads records from `input`, applies `transform` to each (`options.concurrency` at a
 /// time), and writes each result to `sinks.output` in input order. `report` hears the counts
 /// after every record.
@@ -256,7 +321,7 @@ async fn process(
 pub async fn run(
     mut input: RecordReader,
     mut sinks: Sinks<'_>,
-    transform: &dyn Transform,
+    transform: &Arc<dyn Transform>,
     options: Options,
     report: &dyn Report,
 ) -> Result<Summary, PipelineError> {
@@ -266,8 +331,10 @@ pub async fn run(
         input.next().await.map(|item| (item, input))
     });
     let results = items
-        .map(|item| process(item, transform, keep_original))
-        .buffered(options.concurrency.max(1));
+        .chunks(chunk_size(options.concurrency))
+        .map(|chunk| process_chunk(chunk, transform, keep_original))
+        .buffered(CHUNKS_IN_FLIGHT)
+        .flat_map(futures_util::stream::iter);
     let mut results = std::pin::pin!(results);
     let mut summary = Summary::default();
     while let Some(result) = results.next().await {

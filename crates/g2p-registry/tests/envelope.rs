@@ -27,7 +27,13 @@ struct Run {
     rejects: String,
 }
 
-async fn run(transform: &dyn Transform, format: Format, input: &str, with_rejects: bool) -> Run {
+async fn run<T: Transform + 'static>(
+    transform: &Arc<T>,
+    format: Format,
+    input: &str,
+    with_rejects: bool,
+) -> Run {
+    let transform: Arc<dyn Transform> = transform.clone();
     let reader = format::read(format, Box::new(std::io::Cursor::new(input.to_string()))).unwrap();
     let mut columns: Vec<String> = reader.header().map(<[String]>::to_vec).unwrap_or_default();
     let input_columns = columns.clone();
@@ -48,7 +54,7 @@ async fn run(transform: &dyn Transform, format: Format, input: &str, with_reject
             concurrency: 8,
             ..Options::default()
         };
-        pipeline::run(reader, sinks, transform, options, &Silent).await
+        pipeline::run(reader, sinks, &transform, options, &Silent).await
     };
     Run {
         result,
@@ -88,7 +94,7 @@ async fn registrants_are_sealed_into_one_ciphertext_of_their_fields_in_list_orde
                "encrypted_val": b64::encode_b64(&earlier)}),
         json!({"id": 4, "is_registrant": true, "phone": "0804"}),
     ]);
-    let seal = Seal::new(provider.clone(), EnvelopeSettings::default());
+    let seal = Arc::new(Seal::new(provider.clone(), EnvelopeSettings::default()));
     let ran = run(&seal, Format::JsonLines, &input, false).await;
     let summary = ran.result.unwrap();
     assert_eq!(
@@ -126,7 +132,7 @@ async fn registrants_are_sealed_into_one_ciphertext_of_their_fields_in_list_orde
 
     // Opening restores the records (encrypted_val cleared, is_encrypted false).
     let ran = run(
-        &Open::new(provider.clone()),
+        &Arc::new(Open::new(provider.clone())),
         Format::JsonLines,
         &ran.out,
         false,
@@ -152,7 +158,13 @@ async fn opening_accepts_any_key_order_spacing_and_base64url() {
         .unwrap();
     let input = jsonl(&[json!({"id": 9, "is_encrypted": true, "name": "encrypted",
         "address": "encrypted", "encrypted_val": b64::encode_b64u(&ciphertext)})]);
-    let ran = run(&Open::new(provider), Format::JsonLines, &input, false).await;
+    let ran = run(
+        &Arc::new(Open::new(provider)),
+        Format::JsonLines,
+        &input,
+        false,
+    )
+    .await;
     ran.result.unwrap();
     let opened = &records(&ran.out)[0];
     assert_eq!(
@@ -170,7 +182,7 @@ async fn csv_round_trips_with_text_flags_and_added_columns() {
                  1,\"Okafor, Chidi\",Chidi,\"Line 1\nLine 2\",True\n\
                  2,Group,,,False\n\
                  3,Zoë,,,1\n";
-    let seal = Seal::new(provider.clone(), EnvelopeSettings::default());
+    let seal = Arc::new(Seal::new(provider.clone(), EnvelopeSettings::default()));
     let ran = run(&seal, Format::Csv, input, false).await;
     assert_eq!(ran.result.unwrap().changed, 2);
     let mut rows = csv::Reader::from_reader(ran.out.as_bytes());
@@ -195,7 +207,7 @@ async fn csv_round_trips_with_text_flags_and_added_columns() {
     let plaintext = provider.decrypt(&ciphertext).await.unwrap();
     assert_eq!(plaintext, br#"{"name": "Zo\u00eb"}"#);
 
-    let ran = run(&Open::new(provider), Format::Csv, &ran.out, false).await;
+    let ran = run(&Arc::new(Open::new(provider)), Format::Csv, &ran.out, false).await;
     ran.result.unwrap();
     let mut rows = csv::Reader::from_reader(ran.out.as_bytes());
     let first = rows.records().next().unwrap().unwrap();
@@ -209,7 +221,7 @@ async fn after_a_rotation_rewrap_touches_only_old_records_and_everything_still_o
     let dir = tempfile::tempdir().unwrap();
     let kms = kms(dir.path());
     let provider = provider(&kms);
-    let seal = Seal::new(provider.clone(), EnvelopeSettings::default());
+    let seal = Arc::new(Seal::new(provider.clone(), EnvelopeSettings::default()));
     let before: Vec<Value> = (0..20)
         .map(|i| json!({"id": i, "is_registrant": true, "name": format!("Person {i}")}))
         .collect();
@@ -220,7 +232,7 @@ async fn after_a_rotation_rewrap_touches_only_old_records_and_everything_still_o
     second.result.unwrap();
     let mixed = format!("{}{}", first.out, second.out);
 
-    let inspect = Inspect::new(Some(provider.clone()));
+    let inspect = Arc::new(Inspect::new(Some(provider.clone())));
     run(&inspect, Format::JsonLines, &mixed, false)
         .await
         .result
@@ -232,7 +244,7 @@ async fn after_a_rotation_rewrap_touches_only_old_records_and_everything_still_o
     assert_eq!(counts.iter().sum::<usize>(), 20);
     assert!(inventory.failures.is_empty());
 
-    let rewrap = Rewrap::new(provider.clone()).await.unwrap();
+    let rewrap = Arc::new(Rewrap::new(provider.clone()).await.unwrap());
     let ran = run(&rewrap, Format::JsonLines, &mixed, false).await;
     let summary = ran.result.unwrap();
     assert_eq!((summary.changed, summary.skipped), (10, 10));
@@ -247,14 +259,20 @@ async fn after_a_rotation_rewrap_touches_only_old_records_and_everything_still_o
     assert_eq!(again.result.unwrap().changed, 0);
     assert_eq!(again.out, ran.out);
 
-    let inspect = Inspect::new(None);
+    let inspect = Arc::new(Inspect::new(None));
     run(&inspect, Format::JsonLines, &ran.out, false)
         .await
         .result
         .unwrap();
     assert_eq!(inspect.inventory().by_key.len(), 1);
 
-    let opened = run(&Open::new(provider), Format::JsonLines, &ran.out, false).await;
+    let opened = run(
+        &Arc::new(Open::new(provider)),
+        Format::JsonLines,
+        &ran.out,
+        false,
+    )
+    .await;
     opened.result.unwrap();
     for (i, record) in records(&opened.out).iter().enumerate() {
         assert_eq!(record["name"], format!("Person {i}"));
@@ -277,7 +295,7 @@ async fn bad_lines_and_bad_ciphertexts_stop_the_run_or_go_to_the_rejects() {
         json!({"id": 4, "is_encrypted": true, "encrypted_val": b64::encode_b64(&tampered)}),
         json!({"id": 5, "is_encrypted": "True", "encrypted_val": ""}),
     );
-    let open = Open::new(provider.clone());
+    let open = Arc::new(Open::new(provider.clone()));
     let ran = run(&open, Format::JsonLines, &input, false).await;
     let e = ran.result.unwrap_err();
     assert_eq!(e.to_string(), "line 2: not JSON: key must be a string");
@@ -335,7 +353,7 @@ async fn a_field_list_that_matches_nothing_is_refused() {
         ..EnvelopeSettings::default()
     };
     let e = run(
-        &Seal::new(provider.clone(), named),
+        &Arc::new(Seal::new(provider.clone(), named)),
         Format::JsonLines,
         &input,
         false,
@@ -350,7 +368,7 @@ async fn a_field_list_that_matches_nothing_is_refused() {
     );
     // The default list needs only one of its fields to occur...
     let ran = run(
-        &Seal::new(provider.clone(), EnvelopeSettings::default()),
+        &Arc::new(Seal::new(provider.clone(), EnvelopeSettings::default())),
         Format::JsonLines,
         &input,
         false,
@@ -360,7 +378,7 @@ async fn a_field_list_that_matches_nothing_is_refused() {
     // ...and is_registrant, unless every record is to be encrypted.
     let input = jsonl(&[json!({"id": 1, "name": "A"})]);
     let e = run(
-        &Seal::new(provider.clone(), EnvelopeSettings::default()),
+        &Arc::new(Seal::new(provider.clone(), EnvelopeSettings::default())),
         Format::JsonLines,
         &input,
         false,
@@ -373,6 +391,12 @@ async fn a_field_list_that_matches_nothing_is_refused() {
         registrants_only: false,
         ..EnvelopeSettings::default()
     };
-    let ran = run(&Seal::new(provider, all), Format::JsonLines, &input, false).await;
+    let ran = run(
+        &Arc::new(Seal::new(provider, all)),
+        Format::JsonLines,
+        &input,
+        false,
+    )
+    .await;
     assert_eq!(ran.result.unwrap().changed, 1);
 }

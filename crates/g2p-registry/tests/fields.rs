@@ -11,7 +11,7 @@ use g2p_registry::fields::{Direction, FieldCrypt};
 use g2p_registry::format::{self, Format};
 use g2p_registry::pipeline::{self, Options, Report, Sinks};
 use g2p_registry::record::FieldPath;
-use g2p_registry::{PipelineError, Summary};
+use g2p_registry::{PipelineError, Summary, Transform};
 use serde_json::{Value, json};
 
 fn provider(dir: &std::path::Path) -> Arc<dyn EncryptionProvider> {
@@ -32,7 +32,7 @@ impl Report for Count {
 }
 
 async fn run_bytes(
-    transform: &FieldCrypt,
+    transform: &Arc<dyn Transform>,
     input: &[u8],
     concurrency: usize,
 ) -> (Result<Summary, PipelineError>, String, usize) {
@@ -69,7 +69,8 @@ async fn run_on(
     direction: Direction,
     concurrency: usize,
 ) -> (Result<Summary, PipelineError>, String, usize) {
-    let transform = FieldCrypt::new(provider.clone(), fields(names), direction);
+    let transform: Arc<dyn Transform> =
+        Arc::new(FieldCrypt::new(provider.clone(), fields(names), direction));
     run_bytes(&transform, input.as_bytes(), concurrency).await
 }
 
@@ -154,7 +155,11 @@ async fn the_first_failure_names_its_line_and_field() {
         "{e}"
     );
     // Input that is not UTF-8 is named too.
-    let transform = FieldCrypt::new(provider.clone(), fields(&["name"]), Direction::Encrypt);
+    let transform: Arc<dyn Transform> = Arc::new(FieldCrypt::new(
+        provider.clone(),
+        fields(&["name"]),
+        Direction::Encrypt,
+    ));
     let (result, _, _) = run_bytes(&transform, b"{\"name\":\"A\"}\n\xff\xfe\n", 4).await;
     let e = result.unwrap_err();
     assert!(e.to_string().starts_with("line 2: not JSON"), "{e}");
@@ -187,7 +192,11 @@ async fn a_field_that_occurs_in_no_record_is_refused_unless_allowed() {
     let (result, out, _) = run_on(&provider, "", &["nme"], Direction::Encrypt, 4).await;
     assert_eq!((result.unwrap().records, out.as_str()), (0, ""));
     // Allowed on request.
-    let transform = FieldCrypt::new(provider.clone(), fields(&["nme"]), Direction::Encrypt);
+    let transform: Arc<dyn Transform> = Arc::new(FieldCrypt::new(
+        provider.clone(),
+        fields(&["nme"]),
+        Direction::Encrypt,
+    ));
     let reader = format::read(Format::JsonLines, Box::new(std::io::Cursor::new(input))).unwrap();
     let options = Options {
         allow_missing_fields: true,

@@ -130,6 +130,31 @@ impl KeyStore {
     pub fn record_by_key_id(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError> {
         Ok(self.select("key_id = ?1", &[&key_id])?.into_iter().next())
     }
+    /// The alias of the current key of `(app, ref)` when the record cache already knows it
+    /// (and the database has not changed since); `None` otherwise. For the encryption hot
+    /// path, which then needs no query and no copy of the record.
+    ///
+    /// # Errors
+    /// Internal errors of the database.
+    pub fn cached_current_alias(
+        &self,
+        application_id: &str,
+        reference_id: &str,
+        at: i64,
+    ) -> Result<Option<String>, KmsError> {
+        let kind = KeyKind::of(application_id, reference_id);
+        let margin = self.pre_expire_seconds(kind, application_id);
+        let cache = self.records()?;
+        let found = cache
+            .current
+            .iter()
+            .find(|((app, reference), _)| app == application_id && reference == reference_id)
+            .map(|(_, record)| record)
+            .filter(|r| r.generated_at <= at && at < r.expires_at - margin)
+            .map(|r| r.alias.clone());
+        Ok(found)
+    }
+
     pub(super) fn current_record(
         &self,
         application_id: &str,
