@@ -81,11 +81,16 @@ fn replacement_mode(path: &Path) -> u32 {
 /// the temporary file is removed and the target is untouched.
 ///
 /// A new file is readable by its owner only; a replaced file keeps its mode.
+///
+/// A target that is not a regular file — `/dev/null`, `/dev/stdout`, a named pipe — is never
+/// replaced: the bytes are kept in a private temporary file and copied into it on commit, so
+/// it still receives nothing unless the whole write succeeded.
 #[derive(Debug)]
 pub struct AtomicFile {
     file: Option<io::BufWriter<File>>,
     temp: PathBuf,
     target: PathBuf,
+    special: bool,
 }
 
 impl AtomicFile {
@@ -94,11 +99,17 @@ impl AtomicFile {
     /// # Errors
     /// When the directory does not exist or cannot be written.
     pub fn create(path: &Path) -> io::Result<Self> {
-        let (file, temp) = temporary_sibling(path, replacement_mode(path))?;
+        let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        let (file, temp) = if special {
+            temporary_sibling(&std::env::temp_dir().join("g2p-output"), 0o600)?
+        } else {
+            temporary_sibling(path, replacement_mode(path))?
+        };
         Ok(AtomicFile {
             file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
             temp,
             target: path.to_path_buf(),
+            special,
         })
     }
 
@@ -119,6 +130,16 @@ impl AtomicFile {
             .take()
             .ok_or_else(|| io::Error::other("already committed"))?;
         let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        if self.special {
+            let copied = File::open(&self.temp).and_then(|mut spool| {
+                let mut target = OpenOptions::new().write(true).open(&self.target)?;
+                io::copy(&mut spool, &mut target)?;
+                target.flush()
+            });
+            drop(file);
+            let _ = std::fs::remove_file(&self.temp);
+            return copied;
+        }
         file.sync_all()?;
         drop(file);
         std::fs::rename(&self.temp, &self.target)?;
@@ -188,6 +209,20 @@ pub fn create_private_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn a_device_target_is_written_into_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let mut file = AtomicFile::create(Path::new("/dev/null")).unwrap();
+        file.write_all(b"registry").unwrap();
+        let spool = file.temporary_path().to_path_buf();
+        assert!(!spool.starts_with("/dev"), "{}", spool.display());
+        file.commit().unwrap();
+        let meta = std::fs::metadata("/dev/null").unwrap();
+        assert!(meta.file_type().is_char_device(), "/dev/null was replaced");
+        assert!(!spool.exists(), "the spool was left behind");
+    }
+
     use super::*;
 
     fn entries(dir: &Path) -> Vec<String> {
