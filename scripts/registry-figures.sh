@@ -71,11 +71,12 @@ if [ -z "$pgbin" ]; then
     echo "PostgreSQL not installed: no database figures"
     exit 0
 fi
-mkdir "$work/pgsock" && chown nobody "$work/pgsock"
+mkdir "$work/pgsock" "$work/pg" && chown nobody "$work/pgsock" "$work/pg"
 runuser -u nobody -- "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 runuser -u nobody -- "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pgsock/log" -w \
     -o "-p $port -k $work/pgsock -c listen_addresses=127.0.0.1" start >/dev/null
+echo "PostgreSQL: $("$pgbin/postgres" --version), $rows rows"
 db="postgres://postgres@127.0.0.1:$port/postgres"
 fill() {
     "$pgbin/psql" -q "$db" <<EOF

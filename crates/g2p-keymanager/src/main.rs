@@ -28,8 +28,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     cli::init_logs(&cli);
+    // Key operations run on the blocking pool; a burst of them (the first batch of a registry
+    // run, before the key is cached) must not start hundreds of threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(
+            std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get) * 32,
+        )
         .build()
     {
         Ok(rt) => rt,

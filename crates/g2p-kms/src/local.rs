@@ -117,6 +117,10 @@ pub struct LocalProvider {
     /// and at most once per [`VERIFY_RELOAD_INTERVAL`] so made-up key ids cannot make every
     /// request read the store.
     verify_keys: Arc<Cached<VerificationKeys>>,
+    /// Held by the one encryption that loads the current key when it is not in memory, so a
+    /// burst of callers (the first batch of a registry run) does not become a burst of
+    /// blocking threads doing the same work.
+    warming: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Least time between two reloads of the verification keys caused by unknown keys.
@@ -144,7 +148,21 @@ impl LocalProvider {
             kms,
             settings: Arc::new(settings),
             verify_keys: Arc::new(Cached::new(Clock::system())),
+            warming: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// [`Kms::encrypt_if_ready`] with this provider's key and parameters.
+    fn encrypt_if_ready(&self, plaintext: &[u8]) -> Option<Result<Vec<u8>, Error>> {
+        let s = &self.settings;
+        self.kms
+            .encrypt_if_ready(
+                &s.encrypt_application_id,
+                &s.encrypt_reference_id,
+                &s.cipher_params,
+                plaintext,
+            )
+            .map(|sealed| sealed.map_err(Error::from))
     }
 
     async fn load_verify_keys(&self) -> Result<(VerificationKeys, Duration), Error> {
@@ -224,14 +242,12 @@ impl EncryptionProvider for LocalProvider {
         if plaintext.is_empty() {
             return Err(Error::invalid_input("plaintext is empty"));
         }
-        let s = &self.settings;
-        if let Some(sealed) = self.kms.encrypt_if_ready(
-            &s.encrypt_application_id,
-            &s.encrypt_reference_id,
-            &s.cipher_params,
-            plaintext,
-        ) {
-            return sealed.map_err(Error::from);
+        if let Some(sealed) = self.encrypt_if_ready(plaintext) {
+            return sealed;
+        }
+        let _warming = self.warming.lock().await;
+        if let Some(sealed) = self.encrypt_if_ready(plaintext) {
+            return sealed;
         }
         let (kms, s, pt) = (self.kms.clone(), self.settings.clone(), plaintext.to_vec());
         blocking(move || {
