@@ -64,7 +64,7 @@ pub struct RegistryArgs {
     #[arg(long)]
     pub all_records: bool,
     /// Rows per transaction in a database.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
     /// `decrypt` in a database: yes, remove the protection.
     #[arg(long)]

@@ -152,7 +152,6 @@ impl KeyStore {
             params![alias, application_id, reference_id, key_id, unique_identifier, thumbprint, key.certificate.der(), wrapped, at, expires_at, kind.as_str()],
         )?;
         tx.commit()?;
-        self.wrote();
         Ok(Some(KeyRecord {
             alias,
             application_id: application_id.into(),

@@ -17,11 +17,6 @@ pub(super) struct RecordCache {
     pub(super) current: HashMap<(String, String), KeyRecord>,
 }
 
-/// How long the sealing hot path trusts the record cache without asking the database whether
-/// another process changed it: a rotation made by another process is used for sealing within
-/// this time (this process's own writes at once).
-const FRESH_FOR_SEALING_MS: u64 = 100;
-
 /// Most records each map of the [`RecordCache`] holds; it starts over beyond that.
 const CACHED_RECORDS: usize = 4096;
 
@@ -147,25 +142,9 @@ impl KeyStore {
         reference_id: &str,
         at: i64,
     ) -> Result<Option<String>, KmsError> {
-        use std::sync::atomic::Ordering;
         let kind = KeyKind::of(application_id, reference_id);
         let margin = self.pre_expire_seconds(kind, application_id);
-        // The database is asked whether another process changed it at most every
-        // FRESH_FOR_SEALING; a write of this process makes it ask at once.
-        let writes = self.writes.load(Ordering::Acquire);
-        let now_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (checked_at, checked_writes) = &self.checked;
-        let recent = checked_writes.load(Ordering::Acquire) == writes
-            && now_ms.saturating_sub(checked_at.load(Ordering::Acquire)) < FRESH_FOR_SEALING_MS
-            && checked_at.load(Ordering::Acquire) != u64::MAX;
-        let cache = if recent {
-            self.records.lock().unwrap_or_else(|p| p.into_inner())
-        } else {
-            let cache = self.records()?;
-            checked_writes.store(writes, Ordering::Release);
-            checked_at.store(now_ms, Ordering::Release);
-            cache
-        };
+        let cache = self.records()?;
         let found = cache
             .current
             .iter()

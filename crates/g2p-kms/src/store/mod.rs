@@ -85,11 +85,6 @@ pub struct KeyStore {
     loaded: moka::sync::Cache<String, Arc<LoadedKey>>,
     minting: MintingRules,
     records: Mutex<RecordCache>,
-    /// Keys written by this process (generated, rotated, uploaded), and the count and time
-    /// (ms since `opened`) when the sealing hot path last checked the database.
-    writes: std::sync::atomic::AtomicU64,
-    checked: (std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64),
-    opened: std::time::Instant,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -138,12 +133,6 @@ impl KeyStore {
             policies: options.policies,
             loaded: moka::sync::Cache::new(CACHED_PRIVATE_KEYS),
             records: Mutex::new(RecordCache::default()),
-            writes: std::sync::atomic::AtomicU64::new(0),
-            checked: (
-                std::sync::atomic::AtomicU64::new(u64::MAX),
-                std::sync::atomic::AtomicU64::new(0),
-            ),
-            opened: std::time::Instant::now(),
             minting: MintingRules::new(
                 options.declared,
                 options.admit_unknown_references,
@@ -169,12 +158,6 @@ impl KeyStore {
             }
         }
         Ok(store)
-    }
-
-    /// Notes a write of this process, so that the sealing hot path checks the database again.
-    fn wrote(&self) {
-        self.writes
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -431,7 +414,6 @@ impl KeyStore {
             "UPDATE keys SET expires_at = ?1 WHERE alias = ?2",
             params![at - 60 + margin.min(0), current.alias],
         )?;
-        self.wrote();
         Ok(true)
     }
 
@@ -485,7 +467,6 @@ impl KeyStore {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, 'partner')",
             params![alias, application_id, reference_id, key_id, unique_identifier, thumbprint, info.der(), at, info.not_after()],
         )?;
-        self.wrote();
         Ok(KeyRecord {
             alias,
             application_id: application_id.into(),
