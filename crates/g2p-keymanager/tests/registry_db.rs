@@ -195,22 +195,7 @@ async fn a_live_registry_is_encrypted_once_resumed_rewrapped_and_restored() {
     );
 
     // The key is rotated; the second run resumes and seals the rest under the new key.
-    let rotate = common::command(
-        &[
-            "kms",
-            "keys",
-            "rotate",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--app",
-            "REGISTRATION",
-            "--ref",
-            "ENCRYPT",
-        ],
-        &data,
-    )
-    .output()
-    .unwrap();
+    let rotate = common::rotate_encryption_key(&data);
     assert!(rotate.status.success(), "{}", stderr_of(&rotate));
     let out = wait(
         registry(&["encrypt", "--batch-size", "500"], &data, &url)

@@ -121,22 +121,7 @@ fn rotate_rewrap_inspect_and_decrypt_give_back_the_registry() {
             first.to_str().unwrap(),
         ],
     ));
-    let rotate = common::command(
-        &[
-            "kms",
-            "keys",
-            "rotate",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--app",
-            "REGISTRATION",
-            "--ref",
-            "ENCRYPT",
-        ],
-        &data,
-    )
-    .output()
-    .unwrap();
+    let rotate = common::rotate_encryption_key(&data);
     ok(&rotate);
     // Half the file is decrypted and sealed again under the new key: two keys in use.
     let mixed_records: Vec<Value> = parse(&std::fs::read_to_string(&first).unwrap());

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -103,20 +102,7 @@ fn ours(args: &[&str], url: &str, dir: &Path) -> String {
 fn records_cross_between_this_tool_and_openg2ps_reading_path() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (server, mut stdout) = common::spawn(
-        &[
-            "kms",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--client",
-            common::CLIENT,
-        ],
-        &dir.path().join("kms"),
-    );
-    let mut url = String::new();
-    stdout.read_line(&mut url).unwrap();
-    let url = url.trim().to_string();
+    let (server, url) = common::kms_serve(&dir.path().join("kms"));
     let plain = dir.path().join("plain.jsonl");
     std::fs::write(&plain, jsonl(&records())).unwrap();
 

@@ -380,6 +380,67 @@ impl Changes {
     }
 }
 
+struct Prepared {
+    select: tokio_postgres::Statement,
+    update: tokio_postgres::Statement,
+}
+
+struct Work<'a> {
+    transform: &'a Arc<dyn Transform>,
+    fields: &'a [String],
+    concurrency: usize,
+}
+
+/// One transaction: the next `batch` rows after id `after`, transformed and written back.
+/// Returns the last id taken; `None` when no row is left.
+async fn run_batch(
+    client: &mut Client,
+    prepared: &Prepared,
+    (after, batch): (i64, i64),
+    work: &Work<'_>,
+    summary: &mut Summary,
+) -> Result<Option<i64>, DatabaseError> {
+    let transaction = client.transaction().await.map_err(query_error)?;
+    let rows = transaction
+        .query(&prepared.select, &[&after, &batch])
+        .await
+        .map_err(query_error)?;
+    let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+        return Ok(None);
+    };
+    let (ids, records): (Vec<i64>, Vec<Record>) =
+        rows.iter().map(|row| row_record(row, work.fields)).unzip();
+    let results = crate::pipeline::apply_all(work.transform, records, work.concurrency).await;
+    let mut changes = Changes::new(work.fields.len());
+    for (id, result) in ids.into_iter().zip(results) {
+        let done = result.map_err(|error| DatabaseError::Record { id, error })?;
+        summary.records += 1;
+        if done.values > 0 {
+            summary.changed += 1;
+            summary.values += done.values;
+            changes.push(id, &done.record, work.fields)?;
+        } else {
+            summary.skipped += 1;
+        }
+    }
+    if !changes.ids.is_empty() {
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&changes.ids, &changes.sealed, &changes.encrypted];
+        params.extend(
+            changes
+                .fields
+                .iter()
+                .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
+        );
+        transaction
+            .execute(&prepared.update, &params)
+            .await
+            .map_err(query_error)?;
+    }
+    transaction.commit().await.map_err(query_error)?;
+    Ok(Some(end))
+}
+
 /// Runs `transform` over the rows of the table `mode` selects, `options.batch_size` rows per
 /// transaction. `stop` ends the run after the batch in hand. `report` hears the counts after
 /// each batch.
@@ -397,14 +458,21 @@ pub async fn run(
 ) -> Result<Summary, DatabaseError> {
     let table = describe(client, options, mode).await?;
     let statements = Statements::new(&table, mode);
-    let select = client
-        .prepare(&statements.select)
-        .await
-        .map_err(query_error)?;
-    let update = client
-        .prepare(&statements.update)
-        .await
-        .map_err(query_error)?;
+    let prepared = Prepared {
+        select: client
+            .prepare(&statements.select)
+            .await
+            .map_err(query_error)?,
+        update: client
+            .prepare(&statements.update)
+            .await
+            .map_err(query_error)?,
+    };
+    let work = Work {
+        transform,
+        fields: &table.fields,
+        concurrency: options.concurrency,
+    };
     let started = Instant::now();
     let mut summary = Summary::default();
     let batch = i64::try_from(options.batch_size.max(1)).unwrap_or(i64::MAX);
@@ -418,47 +486,12 @@ pub async fn run(
                 summary.elapsed = started.elapsed();
                 return Err(DatabaseError::Interrupted(summary));
             }
-            let transaction = client.transaction().await.map_err(query_error)?;
-            let rows = transaction
-                .query(&select, &[&last, &batch])
-                .await
-                .map_err(query_error)?;
-            let Some(end) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+            let Some(end) =
+                run_batch(client, &prepared, (last, batch), &work, &mut summary).await?
+            else {
                 break;
             };
             last = end;
-            let (ids, records): (Vec<i64>, Vec<Record>) = rows
-                .iter()
-                .map(|row| row_record(row, &table.fields))
-                .unzip();
-            let results = crate::pipeline::apply_all(transform, records, options.concurrency).await;
-            let mut changes = Changes::new(table.fields.len());
-            for (id, result) in ids.into_iter().zip(results) {
-                let done = result.map_err(|error| DatabaseError::Record { id, error })?;
-                summary.records += 1;
-                if done.values > 0 {
-                    summary.changed += 1;
-                    summary.values += done.values;
-                    changes.push(id, &done.record, &table.fields)?;
-                } else {
-                    summary.skipped += 1;
-                }
-            }
-            if !changes.ids.is_empty() {
-                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    vec![&changes.ids, &changes.sealed, &changes.encrypted];
-                params.extend(
-                    changes
-                        .fields
-                        .iter()
-                        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
-                );
-                transaction
-                    .execute(&update, &params)
-                    .await
-                    .map_err(query_error)?;
-            }
-            transaction.commit().await.map_err(query_error)?;
             summary.elapsed = started.elapsed();
             report.progress(&summary);
         }

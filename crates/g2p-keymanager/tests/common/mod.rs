@@ -84,3 +84,43 @@ pub fn with_keymanager_env<'a>(cmd: &'a mut Command, url: &str) -> &'a mut Comma
         .env("KEYMANAGER_AUTH_CLIENT_ID", "app")
         .env("KEYMANAGER_AUTH_CLIENT_SECRET", "app-secret")
 }
+
+/// `kms keys rotate` of the encryption pair `REGISTRATION`/`ENCRYPT` in `data_dir`.
+pub fn rotate_encryption_key(data_dir: &std::path::Path) -> std::process::Output {
+    let data = data_dir.to_str().unwrap();
+    command(
+        &[
+            "kms",
+            "keys",
+            "rotate",
+            "--data-dir",
+            data,
+            "--app",
+            "REGISTRATION",
+            "--ref",
+            "ENCRYPT",
+        ],
+        data_dir,
+    )
+    .output()
+    .unwrap()
+}
+
+/// Starts `kms serve` on a free port with client [`CLIENT`]; returns it and its URL.
+pub fn kms_serve(data_dir: &std::path::Path) -> (Child, String) {
+    use std::io::BufRead;
+    let (child, mut stdout) = spawn(
+        &[
+            "kms",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--client",
+            CLIENT,
+        ],
+        data_dir,
+    );
+    let mut url = String::new();
+    stdout.read_line(&mut url).unwrap();
+    (child, url.trim().to_string())
+}
