@@ -49,7 +49,7 @@ pub struct FileArgs {
     pub allow_missing_fields: bool,
     /// Records processed at once (a remote Keymanager also caps its own requests in flight,
     /// `max_in_flight`).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
     /// No progress bar and no summary line.
     #[arg(long)]
