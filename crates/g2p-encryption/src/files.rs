@@ -76,6 +76,16 @@ fn replacement_mode(path: &Path) -> u32 {
     }
 }
 
+/// Whether `path` is a device, a pipe or a socket, or names one through `/dev` or `/proc`
+/// (`/dev/stdout` is a link to `/proc/self/fd/1`, which may in turn point at a regular file
+/// the shell redirected to): such a target is written into, never replaced.
+fn is_special(path: &Path) -> bool {
+    let system = |p: &Path| p.starts_with("/dev") || p.starts_with("/proc");
+    system(path)
+        || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+        || std::fs::read_link(path).is_ok_and(|target| system(&target))
+}
+
 /// A file written whole or not at all. Bytes go to a temporary sibling; [`AtomicFile::commit`]
 /// syncs it, renames it over the target and syncs the directory. Dropped without a commit,
 /// the temporary file is removed and the target is untouched.
@@ -99,7 +109,7 @@ impl AtomicFile {
     /// # Errors
     /// When the directory does not exist or cannot be written.
     pub fn create(path: &Path) -> io::Result<Self> {
-        let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        let special = is_special(path);
         let (file, temp) = if special {
             temporary_sibling(&std::env::temp_dir().join("g2p-output"), 0o600)?
         } else {
@@ -221,6 +231,13 @@ mod tests {
         let meta = std::fs::metadata("/dev/null").unwrap();
         assert!(meta.file_type().is_char_device(), "/dev/null was replaced");
         assert!(!spool.exists(), "the spool was left behind");
+        // Names of standard streams and links into /dev or /proc are never replaced either.
+        assert!(is_special(Path::new("/dev/stdout")));
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("out");
+        std::os::unix::fs::symlink("/proc/self/fd/1", &link).unwrap();
+        assert!(is_special(&link));
+        assert!(!is_special(&dir.path().join("plain.txt")));
     }
 
     use super::*;

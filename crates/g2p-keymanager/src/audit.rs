@@ -40,7 +40,7 @@ impl Audit {
         failure: Option<&Failure>,
     ) {
         let pair = provider.as_dyn().key_pairs().map(|pairs| match operation {
-            "encrypt" | "decrypt" => pairs.encrypt,
+            "encrypt" | "decrypt" | "rewrap" | "inspect" => pairs.encrypt,
             _ => pairs.sign,
         });
         self.record_pair(

@@ -303,11 +303,11 @@ pub async fn run_files(
     };
     progress.finish();
     let summary = result?;
-    if let Some(rejects) = rejects {
-        rejects.commit()?;
-    }
     if let Some(target) = target {
         target.commit()?;
+    }
+    if let Some(rejects) = rejects {
+        rejects.commit()?;
     }
     Ok(summary)
 }

@@ -15,6 +15,16 @@ use crate::cli::Used;
 use crate::failure::Failure;
 use crate::records_io::{self, FileArgs};
 
+/// A database URL, which may hold a password: kept out of `Debug` output.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<set>)")
+    }
+}
+
 /// `registry` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RegistryCommand {
@@ -44,9 +54,10 @@ pub struct RegistryArgs {
         long,
         env = "G2P_REGISTRY_DATABASE_URL",
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = |s: &str| Ok::<_, String>(DatabaseUrl(s.to_string()))
     )]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// The table of registrants (default `res_partner`).
     #[arg(long, value_name = "NAME")]
     pub table: Option<String>,
@@ -88,21 +99,32 @@ impl RegistryCommand {
     }
 }
 
-fn envelope_settings(
+/// The fields named by `--fields` or `[registry] fields`, trimmed; `None` for the default list.
+pub fn named_fields(
     args: &RegistryArgs,
     file: &RegistrySettings,
-) -> Result<EnvelopeSettings, Failure> {
-    let mut settings = EnvelopeSettings::default();
+) -> Result<Option<Vec<String>>, Failure> {
     let named = if args.fields.is_empty() {
         file.fields.clone()
     } else {
         Some(args.fields.clone())
     };
-    if let Some(fields) = named {
-        let fields: Vec<String> = fields.iter().map(|f| f.trim().to_string()).collect();
-        if fields.is_empty() || fields.iter().any(String::is_empty) {
-            return Err(Failure::usage("--fields names an empty field"));
-        }
+    let Some(fields) = named else {
+        return Ok(None);
+    };
+    let fields: Vec<String> = fields.iter().map(|f| f.trim().to_string()).collect();
+    if fields.is_empty() || fields.iter().any(String::is_empty) {
+        return Err(Failure::usage("--fields names an empty field"));
+    }
+    Ok(Some(fields))
+}
+
+fn envelope_settings(
+    args: &RegistryArgs,
+    file: &RegistrySettings,
+) -> Result<EnvelopeSettings, Failure> {
+    let mut settings = EnvelopeSettings::default();
+    if let Some(fields) = named_fields(args, file)? {
         settings.fields = fields;
         settings.named = true;
     }
@@ -128,7 +150,8 @@ pub async fn run(
     let provider = used.provider.as_dyn();
     let database_url = args
         .database_url
-        .clone()
+        .as_ref()
+        .map(|url| url.0.clone())
         .or_else(|| file.database_url.clone());
     let inspect = Arc::new(Inspect::new(args.verify.then(|| provider.clone())));
     let transform: Arc<dyn Transform> = match command {
@@ -144,13 +167,15 @@ pub async fn run(
         Some(url) => crate::registry_db::run(verb, args, file, url, transform).await,
         None => records_io::run_files(&args.files, transform, verb != "inspect").await,
     };
-    let done = result.as_ref().map_or(0, |s: &Summary| s.changed);
-    let operation = if verb == "encrypt" {
-        "encrypt"
-    } else {
-        "decrypt"
-    };
-    let summary = used.record(operation, Vec::new(), (done, done), result)?;
+    // Records changed (for inspect: records read), under the verb's own name.
+    let done = result.as_ref().map_or(0, |s: &Summary| {
+        if verb == "inspect" {
+            s.records
+        } else {
+            s.changed
+        }
+    });
+    let summary = used.record(verb, Vec::new(), (done, done), result)?;
     if verb == "inspect" {
         return report_inventory(used, args, &inspect.inventory(), &summary).await;
     }

@@ -70,11 +70,7 @@ pub async fn run(
             "decrypting a registry database removes the protection of every record: add --yes if that is what you want",
         ));
     }
-    let fields = if args.fields.is_empty() {
-        file.fields.clone()
-    } else {
-        Some(args.fields.clone())
-    };
+    let fields = crate::registry_cmd::named_fields(args, file)?;
     let options = DatabaseOptions {
         table: args
             .table
@@ -97,7 +93,12 @@ pub async fn run(
     let listener = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             on_signal.store(true, Ordering::SeqCst);
-            eprintln!("\ninterrupted: finishing the batch in hand");
+            eprintln!("\ninterrupted: finishing the batch in hand (Ctrl-C again to stop now)");
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            // The connection closes with the process: the batch in hand is rolled back.
+            eprintln!("interrupted again: stopping now; the batch in hand is rolled back");
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
     });
     let report = Batches {

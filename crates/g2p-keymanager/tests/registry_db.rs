@@ -382,6 +382,46 @@ async fn a_table_that_is_not_a_registry_is_refused_before_anything_changes() {
         1
     );
 
+    // A table without is_registrant: every record with --all-records, and read back; a
+    // field list with spaces after the commas means the same fields.
+    client
+        .batch_execute(
+            "CREATE TABLE contacts (id serial PRIMARY KEY, name varchar, address text, \
+             is_encrypted boolean, encrypted_val bytea);
+             INSERT INTO contacts (name, address) VALUES ('Ada', 'Kano'), ('Bo', NULL);",
+        )
+        .await
+        .unwrap();
+    let table = ["--table", "contacts", "--fields", "name, address"];
+    let mut encrypt = vec!["encrypt", "--all-records"];
+    encrypt.extend(table);
+    let out = registry(&encrypt, &data, &url).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM contacts WHERE is_encrypted AND name = 'encrypted'"
+        )
+        .await,
+        2
+    );
+    let mut inspect = vec!["inspect", "--json"];
+    inspect.extend(table);
+    let out = registry(&inspect, &data, &url).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mut decrypt = vec!["decrypt", "--yes"];
+    decrypt.extend(table);
+    let out = registry(&decrypt, &data, &url).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM contacts WHERE name IN ('Ada', 'Bo') AND NOT is_encrypted"
+        )
+        .await,
+        2
+    );
+
     // An unreachable database is the database's failure (exit 3), and names no password.
     let out = registry(
         &["inspect"],

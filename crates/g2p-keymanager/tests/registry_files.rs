@@ -237,3 +237,42 @@ fn csv_through_standard_input_and_output() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn the_registry_table_of_the_configuration_file_sets_fields_and_placeholder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("g2p.toml");
+    std::fs::write(
+        &config,
+        "[registry]\nfields = [\"address\"]\nplaceholder = \"***\"\n",
+    )
+    .unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, jsonl(&registry(2))).unwrap();
+    let args = [
+        "registry",
+        "encrypt",
+        "--in",
+        input.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let out = common::command(&args, &data).output().unwrap();
+    ok(&out);
+    let sealed = parse(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(
+        (sealed[1]["address"].as_str(), sealed[1]["name"].as_str()),
+        (Some("***"), Some("Person 1 Ñ"))
+    );
+    // A key the table does not know is named, before anything runs.
+    std::fs::write(&config, "[registry]\nfeilds = [\"address\"]\n").unwrap();
+    let out = common::command(&args, &data).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("feilds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}

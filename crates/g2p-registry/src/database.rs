@@ -145,6 +145,7 @@ struct Table {
     table: String,
     id: String,
     fields: Vec<String>,
+    has_registrant: bool,
 }
 
 async fn describe(
@@ -225,6 +226,7 @@ async fn describe(
         table: quote(&options.table),
         id: quote(&options.id_column),
         fields,
+        has_registrant: columns.contains_key(IS_REGISTRANT),
     })
 }
 
@@ -272,16 +274,11 @@ impl Statements {
                 .collect::<String>(),
             table = table.table,
         );
-        let select = if matches!(
-            mode,
-            Mode::Encrypt {
-                registrants_only: false
-            }
-        ) {
-            // Without is_registrant in the table, the select may not name it.
-            select.replace("COALESCE(is_registrant, false)", "false")
-        } else {
+        let select = if table.has_registrant {
             select
+        } else {
+            // A table without is_registrant (accepted with --all-records, and for reading).
+            select.replace("COALESCE(is_registrant, false)", "false")
         };
         let names: String = (0..fields.len()).map(|i| format!(", f{i}")).collect();
         let types: String = (0..fields.len())
@@ -298,19 +295,8 @@ impl Statements {
              WHERE t.{id} = v.id",
             table = table.table,
         );
-        let remaining = matches!(mode, Mode::Encrypt { .. } | Mode::Decrypt).then(|| {
-            let count = format!("SELECT count(*) FROM {} WHERE {predicate}", table.table);
-            if matches!(
-                mode,
-                Mode::Encrypt {
-                    registrants_only: false
-                }
-            ) {
-                count.replace("COALESCE(is_registrant, false)", "false")
-            } else {
-                count
-            }
-        });
+        let remaining = matches!(mode, Mode::Encrypt { .. } | Mode::Decrypt)
+            .then(|| format!("SELECT count(*) FROM {} WHERE {predicate}", table.table));
         Statements {
             select,
             update,
@@ -401,6 +387,12 @@ async fn run_batch(
     summary: &mut Summary,
 ) -> Result<Option<i64>, DatabaseError> {
     let transaction = client.transaction().await.map_err(query_error)?;
+    // A row another transaction holds for longer than this fails the batch (rolled back)
+    // rather than hanging the run; rewrap is the one mode that waits for locks at all.
+    transaction
+        .batch_execute("SET LOCAL lock_timeout = '10s'")
+        .await
+        .map_err(query_error)?;
     let rows = transaction
         .query(&prepared.select, &[&after, &batch])
         .await

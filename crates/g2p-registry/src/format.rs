@@ -225,7 +225,11 @@ fn read_json_lines(input: Box<dyn Read + Send>, sender: &mpsc::Sender<Batch>) {
                 return;
             }
         }
-        let text = trim_line_end(&buffer);
+        let mut text = trim_line_end(&buffer);
+        if line == 1 {
+            // A byte-order mark some editors put at the start of a file.
+            text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+        }
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -478,6 +482,13 @@ mod tests {
         let bad = items[2].read.as_ref().unwrap_err();
         assert!(bad.message.starts_with("not JSON: "), "{}", bad.message);
         assert!(!bad.message.contains("line 1"), "{}", bad.message);
+    }
+
+    #[tokio::test]
+    async fn a_byte_order_mark_before_the_first_record_is_ignored() {
+        let (_, items) = all(Format::JsonLines, "\u{feff}{\"a\":1}\n{\"b\":2}\n").await;
+        assert_eq!(items.len(), 2);
+        assert!(items.iter().all(|i| i.read.is_ok()));
     }
 
     #[tokio::test]

@@ -228,22 +228,24 @@ pub async fn apply_all(
 ) -> Vec<Result<Transformed, RecordError>> {
     let size = chunk_size(concurrency);
     let mut records = records.into_iter().peekable();
-    let mut tasks = Vec::new();
+    let mut chunks = Vec::new();
     while records.peek().is_some() {
-        let chunk: Vec<Record> = records.by_ref().take(size).collect();
+        chunks.push(records.by_ref().take(size).collect::<Vec<Record>>());
+    }
+    let tasks = futures_util::stream::iter(chunks).map(|chunk| {
         let transform = transform.clone();
-        tasks.push(tokio::spawn(async move {
-            futures_util::future::join_all(chunk.into_iter().map(|r| transform.apply(r))).await
-        }));
-    }
-    let mut results = Vec::new();
-    for task in tasks {
-        match task.await {
-            Ok(done) => results.extend(done),
-            Err(e) => results.push(Err(task_failed(&e))),
+        let count = chunk.len();
+        async move {
+            let task = tokio::spawn(async move {
+                futures_util::future::join_all(chunk.into_iter().map(|r| transform.apply(r))).await
+            });
+            match task.await {
+                Ok(done) => done,
+                Err(e) => (0..count).map(|_| Err(task_failed(&e))).collect(),
+            }
         }
-    }
-    results
+    });
+    tasks.buffered(CHUNKS_IN_FLIGHT).concat().await
 }
 
 fn task_failed(e: &tokio::task::JoinError) -> RecordError {

@@ -145,11 +145,10 @@ impl KeyStore {
         let kind = KeyKind::of(application_id, reference_id);
         let margin = self.pre_expire_seconds(kind, application_id);
         let cache = self.records()?;
+        let pair = (application_id.to_string(), reference_id.to_string());
         let found = cache
             .current
-            .iter()
-            .find(|((app, reference), _)| app == application_id && reference == reference_id)
-            .map(|(_, record)| record)
+            .get(&pair)
             .filter(|r| r.generated_at <= at && at < r.expires_at - margin)
             .map(|r| r.alias.clone());
         Ok(found)
