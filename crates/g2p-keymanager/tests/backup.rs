@@ -5,29 +5,15 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
 
-use common::{command, spawn, stop};
+use common::{command, stop};
 use g2p_encryption::EncryptionProvider;
 use g2p_encryption_keymanager::KeymanagerProvider;
 
 /// Starts `kms serve` on `data` with client `app`; returns it and a provider using it.
 fn key_manager(data: &Path) -> (std::process::Child, KeymanagerProvider) {
-    let (child, mut stdout) = spawn(
-        &[
-            "kms",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--client",
-            "app:app-secret",
-        ],
-        data,
-    );
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let url = first.trim().to_string();
+    let (child, url) = common::kms_serve(data);
     let settings = common::keymanager_settings(&url);
     let provider = KeymanagerProvider::new(settings.build().unwrap()).unwrap();
     (child, provider)

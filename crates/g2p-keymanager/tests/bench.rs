@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::BufRead;
-
-use common::{command, spawn, stop};
+use common::{command, stop};
 use serde_json::Value;
 
 const MEMBERS: [&str; 11] = [
@@ -112,20 +110,7 @@ fn bench_measures_every_operation_of_the_embedded_default() {
 #[test]
 fn bench_measures_the_keymanager_provider_against_kms_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, mut stdout) = spawn(
-        &[
-            "kms",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--client",
-            common::CLIENT,
-        ],
-        &dir.path().join("kms"),
-    );
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let url = first.trim().to_string();
+    let (child, url) = common::kms_serve(&dir.path().join("kms"));
     let mut out = command(
         &[
             "bench",
