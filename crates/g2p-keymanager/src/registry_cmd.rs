@@ -58,6 +58,11 @@ pub struct RegistryArgs {
         value_parser = |s: &str| Ok::<_, String>(DatabaseUrl(s.to_string()))
     )]
     pub database_url: Option<DatabaseUrl>,
+    /// PEM file of the CA that signed the database server's certificate, trusted besides the
+    /// system's roots (TLS as the URL's `sslmode` says: `disable`, `prefer` by default,
+    /// `require`; certificates are always verified); else `[registry] database_ca`.
+    #[arg(long, value_name = "PEM")]
+    pub database_ca: Option<std::path::PathBuf>,
     /// The table of registrants (default `res_partner`).
     #[arg(long, value_name = "NAME")]
     pub table: Option<String>,

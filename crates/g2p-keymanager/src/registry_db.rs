@@ -87,7 +87,8 @@ pub async fn run(
         batch_size: args.batch_size,
         concurrency: args.files.options()?.concurrency,
     };
-    let mut client = database::connect(url).await?;
+    let ca = args.database_ca.as_ref().or(file.database_ca.as_ref());
+    let mut client = database::connect(url, ca.map(std::path::PathBuf::as_path)).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = stop.clone();
     let listener = tokio::spawn(async move {

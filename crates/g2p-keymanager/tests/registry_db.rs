@@ -434,3 +434,79 @@ async fn a_table_that_is_not_a_registry_is_refused_before_anything_changes() {
     assert!(stderr_of(&out).contains("cannot connect to the registry database"));
     assert!(!stderr_of(&out).contains("s3cret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_over_tls_is_trusted_only_through_a_known_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "registry database CA");
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let Some(cluster) = PgCluster::start_tls(
+        "a_database_over_tls_is_trusted_only_through_a_known_ca",
+        &server.pem(),
+        &server_key.serialize_pem(),
+    ) else {
+        return;
+    };
+    let client = connect(&cluster.url()).await;
+    client.batch_execute(SCHEMA).await.unwrap();
+    client
+        .batch_execute("INSERT INTO res_partner (name, is_registrant) VALUES ('Ada', true)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let url = format!("{}?sslmode=require", cluster.url());
+
+    // A certificate from an unknown CA is refused: nothing is read or changed.
+    let out = registry(&["encrypt"], &data, &url).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("certificate"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM res_partner WHERE is_encrypted"
+        )
+        .await,
+        0
+    );
+
+    // Trusted through --database-ca, over TLS.
+    let out = registry(
+        &["encrypt", "--database-ca", ca.to_str().unwrap()],
+        &data,
+        &url,
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM res_partner WHERE is_encrypted"
+        )
+        .await,
+        1
+    );
+
+    // Turning TLS off is explicit (sslmode=disable).
+    let plain = format!("{}?sslmode=disable", cluster.url());
+    let out = registry(&["inspect"], &data, &plain).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+}

@@ -8,6 +8,9 @@ use serde::Deserialize;
 pub struct RegistrySettings {
     /// A live registry database, `postgres://user:password@host:port/db`.
     pub database_url: Option<String>,
+    /// PEM file of the CA that signed the database server's certificate (added to the
+    /// system's roots).
+    pub database_ca: Option<std::path::PathBuf>,
     /// The table of registrants (default `res_partner`).
     pub table: Option<String>,
     /// Its id column (default `id`).
@@ -23,6 +26,7 @@ impl std::fmt::Debug for RegistrySettings {
         // The URL may carry a password.
         f.debug_struct("RegistrySettings")
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("database_ca", &self.database_ca)
             .field("table", &self.table)
             .field("id_column", &self.id_column)
             .field("fields", &self.fields)

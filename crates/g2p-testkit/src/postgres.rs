@@ -62,10 +62,20 @@ impl PgCluster {
             );
             return None;
         };
-        Some(PgCluster::start_with(&bindir))
+        Some(PgCluster::start_with(&bindir, None))
     }
 
-    fn start_with(bindir: &Path) -> PgCluster {
+    /// As [`PgCluster::start`], serving TLS with this certificate and key (PEM) besides
+    /// plain connections.
+    pub fn start_tls(test: &str, certificate: &str, key: &str) -> Option<PgCluster> {
+        let bindir = bindir();
+        if bindir.is_none() {
+            return PgCluster::start(test);
+        }
+        bindir.map(|bindir| PgCluster::start_with(&bindir, Some((certificate, key))))
+    }
+
+    fn start_with(bindir: &Path, tls: Option<(&str, &str)>) -> PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("g2p-pg-")
             .tempdir()
@@ -103,11 +113,27 @@ impl PgCluster {
                 "--no-sync",
             ],
         );
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=50",
             cluster.dir.path().display()
         );
+        if let Some((certificate, key)) = tls {
+            for (name, text) in [("server.crt", certificate), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, text).expect("write the server's TLS files");
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("chmod the server's TLS files");
+                if let Some((uid, gid)) = run_as {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                        .expect("chown the server's TLS files");
+                }
+            }
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         cluster.run(
             "pg_ctl",
             &[
