@@ -144,9 +144,18 @@ async fn thousands_of_operations_through_a_flaky_keymanager_all_succeed() {
         api_faults > 200,
         "too few faults to prove anything: {api_faults}"
     );
-    // Every request the proxy saw is a call's first attempt or a retry, and every retry
-    // answers a fault: the Keymanager never sees more than the calls plus the faults.
-    assert_eq!(counts.total_requests(), stats.attempts, "{line}");
+    // Every retry answers a fault, so the Keymanager sees the calls plus the faults: each
+    // request the proxy saw is a call's first attempt or a retry — or, at most once per
+    // reset, a request the HTTP client sent again by itself on a fresh connection because
+    // the pooled one it had picked was reset before the request went out (hyper does that
+    // below the provider, which never sees it as an attempt).
+    let resets = counts.faults.get("reset").copied().unwrap_or(0);
+    let requests = counts.total_requests();
+    assert!(
+        requests >= stats.attempts && requests <= stats.attempts + resets,
+        "{requests} requests for {} attempts and {resets} resets: {line}",
+        stats.attempts
+    );
     assert_eq!(stats.retries, api_faults, "{line}");
     // Every retry is in the metrics.
     assert_eq!(retries_in_metrics, stats.retries, "{line}");
