@@ -437,24 +437,12 @@ async fn a_table_that_is_not_a_registry_is_refused_before_anything_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_over_tls_is_trusted_only_through_a_known_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "registry database CA");
-    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
+    let ca = common::ca("registry database CA");
+    let (server_cert, server_key) = common::issue(&ca, &["127.0.0.1"]);
     let Some(cluster) = PgCluster::start_tls(
         "a_database_over_tls_is_trusted_only_through_a_known_ca",
-        &server.pem(),
-        &server_key.serialize_pem(),
+        &server_cert,
+        &server_key,
     ) else {
         return;
     };
@@ -466,8 +454,8 @@ async fn a_database_over_tls_is_trusted_only_through_a_known_ca() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &ca_pem).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
     let url = format!("{}?sslmode=require", cluster.url());
 
     // A certificate from an unknown CA is refused: nothing is read or changed.
@@ -489,7 +477,7 @@ async fn a_database_over_tls_is_trusted_only_through_a_known_ca() {
 
     // Trusted through --database-ca, over TLS.
     let out = registry(
-        &["encrypt", "--database-ca", ca.to_str().unwrap()],
+        &["encrypt", "--database-ca", ca_file.to_str().unwrap()],
         &data,
         &url,
     )

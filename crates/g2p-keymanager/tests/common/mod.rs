@@ -124,3 +124,34 @@ pub fn kms_serve(data_dir: &std::path::Path) -> (Child, String) {
     stdout.read_line(&mut url).unwrap();
     (child, url.trim().to_string())
 }
+
+/// A CA: its certificate (PEM) and what signs with it.
+pub struct Ca {
+    pub pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A self-signed CA named `name`.
+pub fn ca(name: &str) -> Ca {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let pem = params.self_signed(&key).unwrap().pem();
+    Ca {
+        pem,
+        issuer: rcgen::Issuer::new(params, key),
+    }
+}
+
+/// A certificate for `names` issued by `ca`: its PEM and its key's PEM.
+pub fn issue(ca: &Ca, names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
