@@ -65,7 +65,7 @@ fn check_padding(input: &str) -> Result<(), Base64Error> {
         return Err(Base64Error { reason: "empty" });
     }
     let pads = input.bytes().rev().take_while(|b| *b == b'=').count();
-    if pads > 0 && (pads > 2 || input.len() % 4 != 0) {
+    if pads > 0 && (pads > 2 || !input.len().is_multiple_of(4)) {
         return Err(Base64Error {
             reason: "incomplete padding",
         });

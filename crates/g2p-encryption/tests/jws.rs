@@ -241,7 +241,7 @@ fn jwk_from_certificate_has_the_published_members() {
         20
     );
     assert_eq!(jwk.x5c[0], b64::encode_b64(key.cert_der()));
-    assert!(jwk.x5c[0].ends_with('=') || jwk.x5c[0].len() % 4 == 0);
+    assert!(jwk.x5c[0].ends_with('=') || jwk.x5c[0].len().is_multiple_of(4));
 }
 
 #[test]

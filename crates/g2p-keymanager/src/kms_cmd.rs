@@ -9,7 +9,7 @@ use g2p_config::Config;
 use g2p_kms::keyfile;
 use g2p_kms::server::auth::{Client, Realm};
 use g2p_kms::server::{ServerState, app};
-use g2p_kms::{KeyRecord, Kms};
+use g2p_kms::{KeyRecord, Kms, KmsSettings};
 
 use crate::audit::Audit;
 use crate::failure::Failure;
@@ -31,6 +31,29 @@ pub enum KmsCommand {
     /// Restore a backup into a data directory that holds no key store, after checking that
     /// it is intact and that the key-encryption key opens every key in it.
     Restore(RestoreArgs),
+    /// Copy the key store of a data directory into a PostgreSQL database, for replicas: every
+    /// key (still wrapped), certificate and realm key; checked by reading the copy back and
+    /// decrypting, through the database, ciphertexts sealed before the copy.
+    Migrate(MigrateArgs),
+}
+
+/// `kms migrate` arguments.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The data directory whose key store is copied; its `kek` file (or `$G2P_KMS_KEK`) is
+    /// the key-encryption key, which the replicas must then be given.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The database to copy into, `postgres://…` (default `[kms] database_url`, else
+    /// `$G2P_KMS_DATABASE_URL`; the environment keeps a password out of the process list).
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
+    /// A PEM file of CA certificates for the database server (default `[kms] database_ca`).
+    #[arg(long, value_name = "PEM")]
+    pub database_ca: Option<PathBuf>,
+    /// Replace a key store the database already holds (its keys are lost).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `kms backup` arguments.
@@ -70,12 +93,35 @@ pub enum KeysCommand {
     Rotate(RotateArgs),
 }
 
-/// The data directory.
+/// Where the keys are: the data directory, or a database.
 #[derive(Debug, Args)]
 pub struct DataDirArg {
     /// Data directory (default `[kms] data_dir`, else `$G2P_DATA_DIR`, else `./g2p-data`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep the keys in this PostgreSQL database instead, shared by replicas:
+    /// `postgres://…` (default `[kms] database_url`, else `$G2P_KMS_DATABASE_URL`; the
+    /// environment keeps a password out of the process list). The key-encryption key must
+    /// then be given: `$G2P_KMS_KEK`, or a `kek` file in the data directory.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// A PEM file of CA certificates for the database server (default `[kms] database_ca`).
+    #[arg(long, value_name = "PEM")]
+    pub database_ca: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// The `[kms]` table with these flags applied.
+    fn settings(&self, config: &Config) -> KmsSettings {
+        let mut table = config.kms().clone();
+        if let Some(url) = &self.database_url {
+            table.database_url = Some(url.clone().into());
+        }
+        if let Some(ca) = &self.database_ca {
+            table.database_ca = Some(ca.clone());
+        }
+        table
+    }
 }
 
 /// `kms keys rotate` arguments.
@@ -130,20 +176,21 @@ fn env(name: &str) -> Option<String> {
 
 /// Opens the key store that must be in the data directory `given` (else the configured
 /// one): administration never creates a store.
-fn open_existing(config: &Config, given: Option<&std::path::Path>) -> Result<Kms, Failure> {
-    let dir = config.kms().data_dir(given, env);
-    Ok(config.kms().open_existing(&dir, env)?)
+fn open_existing(config: &Config, given: &DataDirArg) -> Result<Kms, Failure> {
+    let table = given.settings(config);
+    let dir = table.data_dir(given.data_dir.as_deref(), env);
+    Ok(table.open_existing(&dir, env)?)
 }
 
 /// Runs a `kms` subcommand.
 pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result<(), Failure> {
     match command {
         KmsCommand::Keys(KeysCommand::List(dir)) => {
-            let kms = open_existing(config, dir.data_dir.as_deref())?;
+            let kms = open_existing(config, dir)?;
             crate::io::write_output(None, key_table(&kms.store().list()?).as_bytes())
         }
         KmsCommand::Keys(KeysCommand::Rotate(args)) => {
-            let kms = open_existing(config, args.dir.data_dir.as_deref())?;
+            let kms = open_existing(config, &args.dir)?;
             let result = kms
                 .store()
                 .rotate(&args.app, &args.reference)
@@ -163,16 +210,49 @@ pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result
         }
         KmsCommand::Serve(args) => serve_command(args, config, audit.log()).await,
         KmsCommand::Backup(args) => {
-            let dir = config.kms().data_dir(args.dir.data_dir.as_deref(), env);
-            let result = g2p_kms::backup::backup(&dir, &args.out).map_err(Failure::from);
+            let table = args.dir.settings(config);
+            let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
+            let (result, store) = match table.database(env) {
+                Some(database) => {
+                    let backup = g2p_kms::store::PostgresBackend::connect(&database)
+                        .and_then(|backend| g2p_kms::backup::backup_backend(&backend, &args.out));
+                    (backup, "the key store's database".to_string())
+                }
+                None => (
+                    g2p_kms::backup::backup(&dir, &args.out),
+                    dir.display().to_string(),
+                ),
+            };
+            let result = result.map_err(Failure::from);
             audit_whole(audit, "backup", &result);
             let summary = result?;
             let text = format!(
-                "backed up {} into {}\n{}\nthe backup opens only with the key-encryption key of {}: keep that key apart from the backup\n",
-                dir.display(),
+                "backed up {store} into {}\n{}\nthe backup opens only with the key-encryption key of {store}: keep that key apart from the backup\n",
                 args.out.display(),
                 describe(&summary),
-                dir.display()
+            );
+            crate::io::write_output(None, text.as_bytes())
+        }
+        KmsCommand::Migrate(args) => {
+            let result = migrate_command(args, config).map_err(Failure::from);
+            audit_whole(audit, "migrate", &result);
+            let summary = result?;
+            let text = format!(
+                "copied {} into the database{}\n{} keys ({} with a private key), realm keys: {}; {} ciphertexts sealed before the copy decrypt from the database\nstart the replicas with the same key-encryption key and --database-url\n",
+                args.from.display(),
+                if summary.replaced {
+                    ", replacing the store it held"
+                } else {
+                    ""
+                },
+                summary.keys,
+                summary.private_keys,
+                if summary.realms.is_empty() {
+                    "none".to_string()
+                } else {
+                    summary.realms.join(", ")
+                },
+                summary.verified_ciphertexts
             );
             crate::io::write_output(None, text.as_bytes())
         }
@@ -196,6 +276,28 @@ pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result
             crate::io::write_output(None, text.as_bytes())
         }
     }
+}
+
+/// `kms migrate`: the source's key-encryption key, the target's connection, the copy.
+fn migrate_command(
+    args: &MigrateArgs,
+    config: &Config,
+) -> Result<g2p_kms::migrate::MigrationSummary, g2p_kms::KmsError> {
+    let table = DataDirArg {
+        data_dir: None,
+        database_url: args.to.clone(),
+        database_ca: args.database_ca.clone(),
+    }
+    .settings(config);
+    let database = table.database(env).ok_or_else(|| {
+        g2p_kms::KmsError::Config(
+            "kms migrate needs the database to copy into: --to postgres://… (or $G2P_KMS_DATABASE_URL)".into(),
+        )
+    })?;
+    let kek_env = env(g2p_kms::kek::KEK_ENV);
+    let kek = g2p_kms::Kek::load_existing(&args.from, kek_env.as_deref())?;
+    let target = g2p_kms::store::PostgresBackend::connect(&database)?;
+    g2p_kms::migrate::migrate(&args.from, kek, Box::new(target), args.force)
 }
 
 /// Records a whole-store operation in the audit trail.
@@ -266,11 +368,12 @@ fn rfc3339(t: i64) -> String {
 }
 
 async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> Result<(), Failure> {
-    let mut table = config.kms().clone();
+    let mut table = args.dir.settings(config);
     table.admit_unknown_applications |= args.admit_unknown_applications;
     table.admit_unknown_references |= args.admit_unknown_references;
     let server_options = table.server_options()?;
     let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
+    let shared = table.database(env).is_some();
     let kms = Arc::new(table.open(&dir, env)?);
     // The pairs the configured providers use may have keys made on first use.
     for (app, reference) in config.provider_pairs() {
@@ -279,6 +382,11 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
     let mut clients = table.clients();
     for spec in &args.clients {
         clients.push(Client::parse(spec).map_err(Failure::usage)?);
+    }
+    if clients.is_empty() && shared {
+        return Err(Failure::usage(
+            "with the keys in a database, name the clients every replica admits (--client ID:SECRET, or [kms] clients): a default client's secret would differ from replica to replica",
+        ));
     }
     let default_client = if clients.is_empty() {
         let client = keyfile::default_client(&dir)?;
@@ -323,7 +431,7 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
         ));
     }
     crate::io::write_output(None, banner.as_bytes())?;
-    tracing::info!(%addr, data_dir = %dir.display(), "key manager serving");
+    tracing::info!(%addr, store = %kms.store().location(), "key manager serving");
     let state = ServerState::with_options(Arc::clone(&kms), realm, server_options)
         .with_audit(audit.clone());
     serve(listener, app(state), transport, crate::service::signal())

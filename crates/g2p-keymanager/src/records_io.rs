@@ -139,7 +139,7 @@ impl Progress {
 impl Report for Progress {
     fn progress(&self, summary: &Summary) {
         let Some(bar) = &self.bar else { return };
-        if summary.records % 256 == 0 {
+        if summary.records.is_multiple_of(256) {
             bar.set_position(self.bytes.load(Ordering::Relaxed));
             bar.set_message(format!(
                 "{} records, {:.0}/s",

@@ -28,7 +28,7 @@ fn ok(out: &Output) -> String {
 fn registry(n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {
-            json!({"id": i, "is_registrant": i % 4 != 0, "name": format!("Person {i} Ñ"),
+            json!({"id": i, "is_registrant": !i.is_multiple_of(4), "name": format!("Person {i} Ñ"),
                         "address": format!("{i} Road"), "phone": format!("080{i}")})
         })
         .collect()

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::error::KmsError;
 use crate::kek::{KEK_ENV, KEK_FILE, Kek, STORE_FILE};
 use crate::keyfile::{realm_context, realm_of_file};
-use crate::store::SCHEMA_VERSION;
+use crate::store::{Backend, Contents, SCHEMA_VERSION, SqliteBackend};
 
 /// Key material, wiped when dropped.
 type Secret = Zeroizing<Vec<u8>>;
@@ -135,6 +135,55 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupSummary, KmsError> {
     drop(copy);
     file.commit()
         .map_err(|e| config(format!("cannot write {}: {e}", out.display())))?;
+    Ok(summary)
+}
+
+/// Writes a backup of the store kept in `backend` (a PostgreSQL database shared by replicas,
+/// say) to `out`, in the same format as [`backup`]: `kms restore` puts it in a data directory,
+/// and `kms migrate` takes it from there to a database again. Read in one consistent
+/// transaction; the keys stay wrapped.
+///
+/// # Errors
+/// [`KmsError::Config`] when the backend holds no key store or `out` cannot be written;
+/// database errors.
+pub fn backup_backend(backend: &dyn Backend, out: &Path) -> Result<BackupSummary, KmsError> {
+    let contents = backend.export()?;
+    if contents.kek_check.is_none() {
+        return Err(config(format!(
+            "no key store in the {}; check the database URL",
+            backend.location()
+        )));
+    }
+    let cannot_write =
+        |e: &dyn std::fmt::Display| config(format!("cannot write {}: {e}", out.display()));
+    let file = AtomicFile::create(out).map_err(|e| cannot_write(&e))?;
+    let temp = file.temporary_path().to_path_buf();
+    let here = temp.parent().unwrap_or(Path::new("."));
+    let copy = SqliteBackend::open_file(here, &temp)?;
+    copy.import(&Contents {
+        realm_keys: Vec::new(),
+        ..contents.clone()
+    })?;
+    drop(copy);
+    let copy = Connection::open(&temp)?;
+    copy.pragma_update(None, "journal_mode", "DELETE")?;
+    copy.execute_batch(
+        "CREATE TABLE backup_files (name TEXT PRIMARY KEY, content BLOB NOT NULL);",
+    )?;
+    for (name, wrapped) in &contents.realm_keys {
+        copy.execute(
+            "INSERT INTO backup_files (name, content) VALUES (?1, ?2)",
+            params![crate::keyfile::realm_file(name), wrapped],
+        )?;
+    }
+    let made_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    copy.execute(
+        "INSERT INTO meta (name, value) VALUES ('backup_made_at', ?1)",
+        params![made_at],
+    )?;
+    let summary = summarize(&copy)?;
+    drop(copy);
+    file.commit().map_err(|e| cannot_write(&e))?;
     Ok(summary)
 }
 

@@ -22,6 +22,9 @@ pub enum KmsError {
     /// A database or internal failure (KER-KMS-500); details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The key store's database does not answer (KER-KMS-500, HTTP 503): worth retrying.
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl KmsError {
@@ -47,7 +50,9 @@ impl KmsError {
     pub fn code(&self) -> KerCode {
         match self {
             KmsError::Ker { code, .. } => *code,
-            KmsError::Config(_) | KmsError::Internal(_) => KerCode::Kms500,
+            KmsError::Config(_) | KmsError::Internal(_) | KmsError::Unavailable(_) => {
+                KerCode::Kms500
+            }
         }
     }
 
@@ -57,6 +62,7 @@ impl KmsError {
             KmsError::Ker { message, .. } => message.clone(),
             KmsError::Config(m) => m.clone(),
             KmsError::Internal(_) => KerCode::Kms500.message().into(),
+            KmsError::Unavailable(m) => format!("the key store is unavailable: {m}"),
         }
     }
 
@@ -93,6 +99,7 @@ impl ProviderError for KmsError {
             KmsError::Ker { code, .. } => code.class().error_kind().unwrap_or(ErrorKind::Internal),
             KmsError::Config(_) => ErrorKind::Configuration,
             KmsError::Internal(_) => ErrorKind::Internal,
+            KmsError::Unavailable(_) => ErrorKind::Unavailable,
         }
     }
 }

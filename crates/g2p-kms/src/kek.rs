@@ -109,6 +109,23 @@ impl Kek {
         }
     }
 
+    /// Loads a key that must exist already: `env_value` (base64) when given, else
+    /// `<dir>/kek`. For a store shared by replicas, where a key made here would not be the
+    /// one the others use.
+    ///
+    /// # Errors
+    /// A missing, unreadable or malformed key, naming where it was looked for.
+    pub fn load_existing(dir: &Path, env_value: Option<&str>) -> Result<Self, KmsError> {
+        let given = env_value.is_some_and(|t| !t.trim().is_empty());
+        if !given && !dir.join(KEK_FILE).is_file() {
+            return Err(KmsError::Config(format!(
+                "a key store in a database needs its key-encryption key given, the same for every replica: set {KEK_ENV} (base64 of 32 random bytes, e.g. from `head -c 32 /dev/urandom | base64`) or put that key's kek file at {}",
+                dir.join(KEK_FILE).display()
+            )));
+        }
+        Self::load(dir, env_value)
+    }
+
     /// A check value a store keeps to tell later whether a key is the one it was made
     /// under (see [`Kek::made`]).
     ///

@@ -47,23 +47,74 @@ fn read_or_create(
 /// [`KmsError::Config`] for a realm name that is not letters, digits, `-`, `_` and `.`, a
 /// file that cannot be written, or one wrapped under another key-encryption key.
 pub fn realm_key(dir: &Path, kek: &Kek, name: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    if !is_realm_name(name) {
-        return Err(KmsError::Config(format!(
+    let wrapped = realm_key_file(dir, name, &|| new_realm_key(kek, name))?;
+    unwrap_realm_key(
+        kek,
+        name,
+        &wrapped,
+        &dir.join(realm_file(name)).display().to_string(),
+    )
+}
+
+/// A new realm signing key, wrapped under `kek` for realm `name`.
+pub(crate) fn new_realm_key(kek: &Kek, name: &str) -> Result<Vec<u8>, KmsError> {
+    let key = crate::store::generate_pkcs8()?;
+    kek.wrap(realm_context(name).as_bytes(), &key)
+}
+
+/// Opens a wrapped realm key kept at `location` (for the message).
+pub(crate) fn unwrap_realm_key(
+    kek: &Kek,
+    name: &str,
+    wrapped: &[u8],
+    location: &str,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    kek.unwrap(realm_context(name).as_bytes(), wrapped)
+        .ok_or_else(|| {
+            KmsError::Config(format!(
+                "the signing key of realm {name} in {location} does not unwrap (damaged, or written under another key-encryption key); remove it to make a new realm key (issued tokens stop working)"
+            ))
+        })
+}
+
+/// Checks a realm name: letters, digits, `-`, `_` and `.`.
+pub(crate) fn check_realm_name(name: &str) -> Result<(), KmsError> {
+    if is_realm_name(name) {
+        Ok(())
+    } else {
+        Err(KmsError::Config(format!(
             "realm name {name:?}: use letters, digits, '-', '_' and '.'"
-        )));
+        )))
     }
-    let path = dir.join(realm_file(name));
-    let context = realm_context(name);
-    let wrapped = read_or_create(&path, || {
-        let key = crate::store::generate_pkcs8()?;
-        Ok(Zeroizing::new(kek.wrap(context.as_bytes(), &key)?))
-    })?;
-    kek.unwrap(context.as_bytes(), &wrapped).ok_or_else(|| {
-        KmsError::Config(format!(
-            "{} does not unwrap (damaged, or written under another key-encryption key); remove it to make a new realm key (issued tokens stop working)",
-            path.display()
-        ))
-    })
+}
+
+/// The wrapped key of realm `name` in `dir/realm-<name>.key`, created with what `fresh`
+/// makes when missing.
+pub(crate) fn realm_key_file(
+    dir: &Path,
+    name: &str,
+    fresh: &dyn Fn() -> Result<Vec<u8>, KmsError>,
+) -> Result<Vec<u8>, KmsError> {
+    check_realm_name(name)?;
+    let wrapped = read_or_create(&dir.join(realm_file(name)), || fresh().map(Zeroizing::new))?;
+    Ok(wrapped.to_vec())
+}
+
+/// Every realm key file in `dir`: `(realm name, wrapped key)`, by name.
+pub(crate) fn realm_key_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, KmsError> {
+    let cannot =
+        |e: std::io::Error| KmsError::Config(format!("cannot read {}: {e}", dir.display()));
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(cannot)? {
+        let entry = entry.map_err(cannot)?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(name) = realm_of_file(&file_name) {
+            let wrapped = std::fs::read(entry.path()).map_err(cannot)?;
+            found.push((name.to_string(), wrapped));
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn is_realm_name(name: &str) -> bool {
@@ -73,7 +124,8 @@ fn is_realm_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-fn realm_file(name: &str) -> String {
+/// The file name of realm `name`'s key in a data directory (and in a backup).
+pub(crate) fn realm_file(name: &str) -> String {
     format!("realm-{name}.key")
 }
 

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::error::KmsError;
 use crate::kek::Kek;
-use crate::store::{KeyKind, KeyRecord, KeyStore, Minting, StoreOptions};
+use crate::store::{Backend, KeyKind, KeyRecord, KeyStore, Minting, StoreOptions};
 
 /// What to sign and how.
 #[derive(Debug, Clone)]
@@ -58,10 +58,26 @@ impl Kms {
     /// # Errors
     /// See [`KeyStore::open`].
     pub fn open(dir: &Path, kek: Kek, options: StoreOptions) -> Result<Self, KmsError> {
-        Ok(Kms {
-            store: KeyStore::open(dir, kek, options)?,
+        Ok(Self::over(KeyStore::open(dir, kek, options)?))
+    }
+
+    /// Opens the store kept in `backend` (a PostgreSQL database shared by replicas, say).
+    ///
+    /// # Errors
+    /// See [`KeyStore::open_with`].
+    pub fn open_with(
+        backend: Box<dyn Backend>,
+        kek: Kek,
+        options: StoreOptions,
+    ) -> Result<Self, KmsError> {
+        Ok(Self::over(KeyStore::open_with(backend, kek, options)?))
+    }
+
+    fn over(store: KeyStore) -> Self {
+        Kms {
+            store,
             sealers: moka::sync::Cache::new(CACHED_SEALERS),
-        })
+        }
     }
 
     /// The key store.

@@ -1,6 +1,7 @@
 //! The embedded key manager of g2p-keymanager.
 //!
-//! * [`KeyStore`]: SQLite in a data directory; ROOT → master key per application → base keys
+//! * [`KeyStore`]: SQLite in a data directory, or PostgreSQL shared by replicas
+//!   ([`store::Backend`]); ROOT → master key per application → base keys
 //!   per application/reference (spec section 6), private keys wrapped under a key-encryption
 //!   key ([`Kek`]), lazy rotation, old keys kept for decryption;
 //! * [`Kms`]: the operations (encrypt, decrypt, jwtSign, jwtVerify, certificates);
@@ -16,6 +17,7 @@ pub mod kek;
 pub mod keyfile;
 mod kms;
 mod local;
+pub mod migrate;
 pub mod policy;
 pub mod server;
 pub mod settings;

@@ -342,6 +342,11 @@ impl EncryptionProvider for LocalProvider {
         }
     }
 
+    async fn ready(&self) -> Result<(), Error> {
+        let kms = self.kms.clone();
+        blocking(move || kms.store().ready()).await
+    }
+
     async fn jwks(&self) -> Result<JwkSet, Error> {
         let (kms, s) = (self.kms.clone(), self.settings.clone());
         blocking(move || {

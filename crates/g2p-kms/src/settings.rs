@@ -4,6 +4,7 @@
 //! ```toml
 //! [kms]
 //! data_dir = "/var/lib/g2p-keymanager"
+//! # database_url = "postgres://g2p_kms@db.internal/keys?sslmode=require"  (replicas)
 //! listen = "127.0.0.1:8088"
 //! admit_unknown_applications = false
 //! clients = [{ id = "openg2p-admin-client", secret = "...", roles = ["KEY_MAKER"] }]
@@ -32,6 +33,8 @@ use crate::store::StoreOptions;
 pub const DATA_DIR_ENV: &str = "G2P_DATA_DIR";
 /// The data directory when none is configured at all.
 pub const DEFAULT_DATA_DIR: &str = "g2p-data";
+/// The environment variable naming the key store's database when none is configured.
+pub const DATABASE_URL_ENV: &str = "G2P_KMS_DATABASE_URL";
 
 /// `[kms]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,6 +42,13 @@ pub const DEFAULT_DATA_DIR: &str = "g2p-data";
 pub struct KmsSettings {
     /// Data directory (default `$G2P_DATA_DIR`, else `./g2p-data`).
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL database holding the keys instead of the data directory, shared by
+    /// replicas (`postgres://…`; also `$G2P_KMS_DATABASE_URL`). `Debug` hides it.
+    pub database_url: Option<secrecy::SecretString>,
+    /// A PEM file of CA certificates for the database server's certificate.
+    pub database_ca: Option<PathBuf>,
+    /// Most connections each process keeps to the database (default 16).
+    pub database_pool_size: Option<usize>,
     /// `kms serve` address (default `127.0.0.1:8088`).
     pub listen: Option<SocketAddr>,
     /// Realm of the token endpoint (default `openg2p`).
@@ -138,20 +148,75 @@ impl KmsSettings {
         Ok(options)
     }
 
-    /// Opens the embedded key manager in `dir` with these settings: the key-encryption key
-    /// from `G2P_KMS_KEK` (read through `env`) or the directory's `kek` file, the policies,
-    /// the initial applications.
+    /// The key store's database: the table's `database_url`, else `$G2P_KMS_DATABASE_URL`
+    /// (read through `env`); `None`: the data directory's SQLite store.
+    pub fn database(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Option<crate::store::PostgresOptions> {
+        let url = self.database_url.clone().or_else(|| {
+            env(DATABASE_URL_ENV)
+                .filter(|u| !u.trim().is_empty())
+                .map(secrecy::SecretString::from)
+        })?;
+        Some(crate::store::PostgresOptions {
+            url,
+            ca: self.database_ca.clone(),
+            pool_size: self
+                .database_pool_size
+                .unwrap_or(crate::store::postgres::DEFAULT_POOL_SIZE),
+        })
+    }
+
+    /// Where the keys are, for messages: the database (never its password) or `dir`.
+    pub fn describe_store(&self, dir: &Path, env: impl Fn(&str) -> Option<String>) -> String {
+        match self.database(env) {
+            Some(_) => "the configured PostgreSQL database".into(),
+            None => dir.display().to_string(),
+        }
+    }
+
+    /// Opens the embedded key manager with these settings: over the configured database
+    /// (the key-encryption key must then be given: `G2P_KMS_KEK`, read through `env`, or a
+    /// `kek` file in `dir`), else over the SQLite store in `dir` (its `kek` file made on
+    /// first start); the policies, the initial applications.
     ///
     /// # Errors
-    /// A wrong or unreadable key-encryption key, an unusable directory, a bad policy
-    /// ([`KmsError::Config`]); database failures ([`KmsError::Internal`]).
+    /// A wrong or unreadable key-encryption key, an unusable directory or database, a bad
+    /// policy ([`KmsError::Config`]); database failures ([`KmsError::Internal`]).
     pub fn open(
         &self,
         dir: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<crate::Kms, KmsError> {
-        let kek = crate::Kek::load(dir, env(crate::kek::KEK_ENV).as_deref())?;
-        crate::Kms::open(dir, kek, self.store_options()?)
+        self.open_store(dir, env, false)
+    }
+
+    fn open_store(
+        &self,
+        dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        must_exist: bool,
+    ) -> Result<crate::Kms, KmsError> {
+        use crate::store::Backend;
+        let kek_env = env(crate::kek::KEK_ENV);
+        match self.database(&env) {
+            Some(database) => {
+                let kek = crate::Kek::load_existing(dir, kek_env.as_deref())?;
+                let backend = crate::store::PostgresBackend::connect(&database)?;
+                if must_exist && !backend.has_keys("ROOT", "")? {
+                    return Err(KmsError::Config(format!(
+                        "no key store in the {}; check the database URL, or create a store by starting `kms serve` once (or `kms migrate` an existing one into it)",
+                        backend.location()
+                    )));
+                }
+                crate::Kms::open_with(Box::new(backend), kek, self.store_options()?)
+            }
+            None => {
+                let kek = crate::Kek::load(dir, kek_env.as_deref())?;
+                crate::Kms::open(dir, kek, self.store_options()?)
+            }
+        }
     }
 
     /// Opens the key store that must already be in `dir` (for administration: listing,
@@ -166,14 +231,14 @@ impl KmsSettings {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<crate::Kms, KmsError> {
         let store = dir.join(crate::kek::STORE_FILE);
-        if !store.is_file() {
+        if self.database(&env).is_none() && !store.is_file() {
             return Err(KmsError::Config(format!(
                 "no key store in {} ({} is missing); check the data directory, or create a store by starting `kms serve` or `serve` once",
                 dir.display(),
                 crate::kek::STORE_FILE
             )));
         }
-        self.open(dir, env)
+        self.open_store(dir, env, true)
     }
 
     /// `kms serve`'s limits.

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use g2p_encryption::ErrorKind;
 use g2p_encryption::b64;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio_postgres::Client;
 
@@ -101,43 +99,7 @@ fn query_error(e: tokio_postgres::Error) -> DatabaseError {
 }
 
 fn describe_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => match std::error::Error::source(e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        },
-    }
-}
-
-/// The TLS set-up for database connections: the system's trusted roots, plus the
-/// certificates of `ca` (a PEM file) when given. Certificates are always verified.
-fn tls(
-    ca: Option<&std::path::Path>,
-) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DatabaseError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca {
-        let unreadable = |e: &dyn std::fmt::Display| {
-            DatabaseError::Connect(format!("the CA file {}: {e}", path.display()))
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| unreadable(&e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| unreadable(&e))?;
-        if certs.is_empty() {
-            return Err(unreadable(&"holds no certificate"));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| unreadable(&e))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    g2p_postgres::describe_error(e)
 }
 
 /// Connects to `url` (`postgres://…` or `host=… user=…`). TLS as the URL's `sslmode` says
@@ -147,10 +109,8 @@ fn tls(
 /// # Errors
 /// [`DatabaseError::Connect`]; the message never repeats the URL (it may hold a password).
 pub async fn connect(url: &str, ca: Option<&std::path::Path>) -> Result<Client, DatabaseError> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        DatabaseError::Connect(format!("the URL is not valid: {e}"))
-    })?;
-    let connecting = config.connect(tls(ca)?);
+    let config = g2p_postgres::parse_url(url).map_err(DatabaseError::Connect)?;
+    let connecting = config.connect(g2p_postgres::tls(ca).map_err(DatabaseError::Connect)?);
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| {

@@ -79,10 +79,10 @@ async fn many_records_round_trip_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let provider = provider(dir.path());
     let mut input = String::new();
-    for i in 0..300 {
+    for i in 0..300u32 {
         let record = json!({"id": i, "name": format!("Person {i}"), "address": {"street": format!("{i} Road"), "city": "Kano"}});
         input.push_str(&format!("{record}\n"));
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             input.push_str("   \n");
         }
     }

@@ -21,6 +21,7 @@ pub struct PgCluster {
     bindir: PathBuf,
     port: u16,
     run_as: Option<(u32, u32)>,
+    options: String,
 }
 
 /// Whether tests that need an external component must fail rather than skip.
@@ -92,11 +93,12 @@ impl PgCluster {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let cluster = PgCluster {
+        let mut cluster = PgCluster {
             dir,
             bindir: bindir.to_path_buf(),
             port,
             run_as,
+            options: String::new(),
         };
         let data = cluster.data();
         cluster.run(
@@ -115,7 +117,7 @@ impl PgCluster {
         );
         let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=50",
+             -c full_page_writes=off -c max_connections=200",
             cluster.dir.path().display()
         );
         if let Some((certificate, key)) = tls {
@@ -134,27 +136,56 @@ impl PgCluster {
             }
             options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
-        cluster.run(
+        cluster.options = options;
+        cluster.start_again();
+        cluster
+    }
+
+    /// Starts the server again after [`PgCluster::stop`] (same port, same data).
+    pub fn start_again(&self) {
+        let data = self.data();
+        let log = self.dir.path().join("server.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
                 data.to_str().expect("a UTF-8 path"),
                 "-l",
-                cluster
-                    .dir
-                    .path()
-                    .join("server.log")
-                    .to_str()
-                    .expect("a UTF-8 path"),
+                log.to_str().expect("a UTF-8 path"),
                 "-o",
-                &options,
+                &self.options,
                 "-w",
                 "-t",
                 "60",
                 "start",
             ],
         );
-        cluster
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected), keeping its data.
+    pub fn stop(&self) {
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().expect("a UTF-8 path"),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    /// Creates database `name` and gives its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        let port = self.port.to_string();
+        self.run(
+            "createdb",
+            &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", name],
+        );
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     fn data(&self) -> PathBuf {

@@ -161,6 +161,8 @@ pub fn app(state: ServerState) -> Router {
             "/realms/{realm}/protocol/openid-connect/certs",
             get(realm::certs),
         )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits))
         .layer(axum::middleware::from_fn(access_log))
@@ -170,6 +172,37 @@ pub fn app(state: ServerState) -> Router {
 /// One log line per request: method, path (never the query, which may carry ids), status and
 /// time. Bodies, cookies and tokens are not logged. HTTP 200 with `errors` is still 200 here;
 /// the KER code is in the answer.
+/// Liveness: the process answers.
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Readiness: the key store answers (a replica whose database is down says so, and a load
+/// balancer sends its clients elsewhere). Never waits longer than half the request timeout.
+async fn readyz(State(state): State<ServerState>) -> Response {
+    let kms = Arc::clone(&state.kms);
+    let store = kms.store().location();
+    let limit = state.options.request_timeout.mul_f64(0.5);
+    let checked = tokio::time::timeout(limit, blocking(move || kms.store().ready())).await;
+    let reason = match checked {
+        Ok(Ok(())) => {
+            return axum::Json(serde_json::json!({"status": "ready", "store": store}))
+                .into_response();
+        }
+        Ok(Err(e)) => e.message(),
+        Err(_) => format!(
+            "the key store did not answer within {} ms",
+            limit.as_millis()
+        ),
+    };
+    tracing::warn!(%store, %reason, "not ready");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({"status": "unavailable", "store": store, "reason": reason})),
+    )
+        .into_response()
+}
+
 async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
     let method = request.method().clone();
@@ -254,6 +287,10 @@ fn failure(status: StatusCode, error: ServiceError) -> Response {
 /// (logged here, answered generically).
 fn answer<R: serde::Serialize>(wrapper: ResponseWrapper<R>, error: Option<&KmsError>) -> Response {
     let status = match error {
+        Some(KmsError::Unavailable(message)) => {
+            tracing::warn!(error = %message, "key store unavailable");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Some(e) if e.code() == KerCode::Kms500 => {
             tracing::error!(error = %e, "internal error");
             StatusCode::INTERNAL_SERVER_ERROR

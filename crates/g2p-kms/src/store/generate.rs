@@ -8,12 +8,13 @@ use g2p_encryption::cert::CertificateInfo;
 use g2p_mosip::KerCode;
 use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
 use rcgen::Issuer;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use zeroize::Zeroizing;
 
 use super::certs::{certificate_params, generate_pkcs8, rcgen_key};
 use super::record::load_private;
-use super::{KeyKind, KeyRecord, KeyStore, LoadedKey, Minting, SECONDS_PER_DAY, random_alias};
+use super::{
+    KeyKind, KeyRecord, KeyStore, LoadedKey, Minting, SECONDS_PER_DAY, StoredKey, random_alias,
+};
 use crate::error::KmsError;
 
 /// A key just made, not yet stored.
@@ -23,13 +24,15 @@ struct NewKey {
 }
 
 impl KeyStore {
-    /// Makes the current key of `(app, ref)`: KER-KMS-002 for an application without a policy,
-    /// KER-KMS-016 for base keys of ROOT, KERNEL or PARTNER.
+    /// Makes the current key of `(app, ref)` (with `replace`, in place of the current one):
+    /// KER-KMS-002 for an application without a policy, KER-KMS-016 for base keys of ROOT,
+    /// KERNEL or PARTNER.
     pub(super) fn generate(
         &self,
         application_id: &str,
         reference_id: &str,
         at: i64,
+        replace: bool,
     ) -> Result<Arc<LoadedKey>, KmsError> {
         let kind = KeyKind::of(application_id, reference_id);
         let policy = self.policy_of(application_id)?;
@@ -42,8 +45,10 @@ impl KeyStore {
             (at, expires_at),
             issuer.as_deref(),
         )?;
-        let Some(record) = self.store_current(application_id, reference_id, at, kind, &key)? else {
-            // Another process sharing the data directory made a current key meanwhile.
+        let Some(record) =
+            self.store_current((application_id, reference_id), (at, replace), kind, &key)?
+        else {
+            // Another process sharing the store made a current key meanwhile.
             let record = self
                 .current_record(application_id, reference_id, at)?
                 .ok_or_else(|| KmsError::Internal("current key vanished".into()))?;
@@ -118,13 +123,12 @@ impl KeyStore {
     }
 
     /// Stores `key` as the current key of the pair, its private half wrapped under the
-    /// key-encryption key, in one transaction; `None` when another process made a current key
-    /// first.
+    /// key-encryption key, in one transaction holding the pair's lock; `None` when another
+    /// process made a current key first (never with `replace`).
     fn store_current(
         &self,
-        application_id: &str,
-        reference_id: &str,
-        at: i64,
+        (application_id, reference_id): (&str, &str),
+        (at, replace): (i64, bool),
         kind: KeyKind,
         key: &NewKey,
     ) -> Result<Option<KeyRecord>, KmsError> {
@@ -132,26 +136,24 @@ impl KeyStore {
         let wrapped = self.kek.wrap(alias.as_bytes(), &key.pkcs8)?;
         let margin = self.pre_expire_seconds(kind, application_id);
         let expires_at = key.certificate.not_after();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT alias FROM keys WHERE application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4 LIMIT 1",
-                params![application_id, reference_id, at, margin],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if existing.is_some() {
-            return Ok(None);
-        }
         let thumbprint = hex::encode_upper(key.certificate.sha256());
         let (unique_identifier, key_id) = key_identity(application_id, reference_id, &thumbprint)?;
-        tx.execute(
-            "INSERT INTO keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![alias, application_id, reference_id, key_id, unique_identifier, thumbprint, key.certificate.der(), wrapped, at, expires_at, kind.as_str()],
-        )?;
-        tx.commit()?;
+        let row = StoredKey {
+            alias: alias.clone(),
+            application_id: application_id.into(),
+            reference_id: reference_id.into(),
+            key_id: key_id.clone(),
+            unique_identifier,
+            thumbprint: thumbprint.clone(),
+            certificate: key.certificate.der().to_vec(),
+            private_key: Some(wrapped),
+            generated_at: at,
+            expires_at,
+            kind: kind.as_str().into(),
+        };
+        if !self.backend.store_current(&row, margin, replace)? {
+            return Ok(None);
+        }
         Ok(Some(KeyRecord {
             alias,
             application_id: application_id.into(),

@@ -3,16 +3,17 @@
 
 use std::collections::HashMap;
 
-use super::record::{COLUMNS, row_to_record};
+use super::backend::{Query, Stamp};
+use super::record::into_record;
 use super::{KeyKind, KeyRecord, KeyStore};
 use crate::error::KmsError;
 
-/// Records read recently, valid while the database is unchanged: neither this connection
-/// (`total_changes`) nor another one, in this process or another (`PRAGMA data_version`),
-/// has written since. Saves a query and a certificate parse on every decrypt and sign.
+/// Records read recently, valid while the backend's change stamp stays as it was when they
+/// were read (no process has changed the keys since). Saves a query and a certificate parse
+/// on every decrypt and sign.
 #[derive(Default)]
 pub(super) struct RecordCache {
-    pub(super) stamp: (i64, u64),
+    pub(super) stamp: Stamp,
     pub(super) by_thumbprint: HashMap<String, KeyRecord>,
     pub(super) current: HashMap<(String, String), KeyRecord>,
 }
@@ -40,13 +41,7 @@ impl RecordCache {
 impl KeyStore {
     /// The record cache, emptied first when the database changed since it was filled.
     pub(super) fn records(&self) -> Result<std::sync::MutexGuard<'_, RecordCache>, KmsError> {
-        let stamp = {
-            let conn = self.conn();
-            let version: i64 = conn
-                .prepare_cached("PRAGMA data_version")?
-                .query_row([], |r| r.get(0))?;
-            (version, conn.total_changes())
-        };
+        let stamp = self.backend.stamp()?;
         let mut cache = self.records.lock().unwrap_or_else(|p| p.into_inner());
         if cache.stamp != stamp {
             cache.by_thumbprint.clear();
@@ -55,20 +50,12 @@ impl KeyStore {
         }
         Ok(cache)
     }
-    fn select(
-        &self,
-        filter: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<KeyRecord>, KmsError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM keys WHERE {filter}"))?;
-        let rows = stmt
-            .query_map(args, row_to_record)?
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(stmt);
-        drop(conn);
-        rows.into_iter().map(|(r, ())| r.into_record()).collect()
+    fn select(&self, query: Query<'_>) -> Result<Vec<KeyRecord>, KmsError> {
+        self.backend
+            .select(query)?
+            .into_iter()
+            .map(into_record)
+            .collect()
     }
 
     /// Every key and certificate of `(app, ref)`, oldest first (expired ones included).
@@ -80,10 +67,7 @@ impl KeyStore {
         application_id: &str,
         reference_id: &str,
     ) -> Result<Vec<KeyRecord>, KmsError> {
-        self.select(
-            "application_id = ?1 AND reference_id = ?2 ORDER BY generated_at, rowid",
-            &[&application_id, &reference_id],
-        )
+        self.select(Query::Pair(application_id, reference_id))
     }
 
     /// Every key in the store, oldest first.
@@ -91,7 +75,7 @@ impl KeyStore {
     /// # Errors
     /// Database errors.
     pub fn list(&self) -> Result<Vec<KeyRecord>, KmsError> {
-        self.select("1 = 1 ORDER BY generated_at, rowid", &[])
+        self.select(Query::All)
     }
 
     /// The record with this upper-hex certificate thumbprint (partner certificates included).
@@ -110,7 +94,7 @@ impl KeyStore {
             cache.stamp
         };
         let found = self
-            .select("thumbprint = ?1", &[&thumbprint_hex])?
+            .select(Query::Thumbprint(thumbprint_hex))?
             .into_iter()
             .next();
         if let Some(record) = &found {
@@ -128,7 +112,7 @@ impl KeyStore {
     /// # Errors
     /// Database errors.
     pub fn record_by_key_id(&self, key_id: &str) -> Result<Option<KeyRecord>, KmsError> {
-        Ok(self.select("key_id = ?1", &[&key_id])?.into_iter().next())
+        Ok(self.select(Query::KeyId(key_id))?.into_iter().next())
     }
     /// The alias of the current key of `(app, ref)` when the record cache already knows it
     /// (and the database has not changed since); `None` otherwise. For the encryption hot
@@ -172,10 +156,12 @@ impl KeyStore {
             cache.stamp
         };
         let found = self
-            .select(
-                "application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4 ORDER BY generated_at DESC, rowid DESC",
-                &[&application_id, &reference_id, &at, &margin],
-            )?
+            .select(Query::Current {
+                application_id,
+                reference_id,
+                at,
+                margin,
+            })?
             .into_iter()
             .next();
         if let Some(record) = &found {

@@ -1,14 +1,13 @@
-//! The key store: SQLite in a data directory, the ROOT → master → base hierarchy of spec
-//! section 6, private keys wrapped under the key-encryption key, lazy rotation, thumbprint
-//! lookup for decryption.
+//! The key store: the ROOT → master → base hierarchy of spec section 6 over a [`Backend`]
+//! (SQLite in a data directory, or PostgreSQL shared by replicas), private keys wrapped under
+//! the key-encryption key, lazy rotation, thumbprint lookup for decryption.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use g2p_encryption::cert::CertificateInfo;
 use g2p_mosip::KerCode;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -16,21 +15,28 @@ use crate::error::KmsError;
 use crate::kek::Kek;
 use crate::policy::Policies;
 
+pub mod backend;
 mod certs;
 mod generate;
 mod lookup;
 mod minting;
+pub mod postgres;
 mod record;
+pub mod sqlite;
 
+pub use backend::{Backend, Contents, StoredKey};
 pub use certs::CsrSubject;
 pub(crate) use certs::generate_pkcs8;
 use lookup::RecordCache;
 pub use minting::Minting;
 use minting::MintingRules;
+pub use postgres::{PostgresBackend, PostgresOptions};
 use record::load_private;
 pub use record::{KeyKind, KeyRecord, LoadedKey};
+pub use sqlite::SqliteBackend;
 
-/// Schema version written in `meta`; a store with a newer one is refused.
+/// Schema version an SQLite store keeps in `meta` for its backups (the schema itself is
+/// versioned by the migrations).
 pub const SCHEMA_VERSION: i64 = 1;
 const SECONDS_PER_DAY: i64 = 86_400;
 /// Most unwrapped private keys kept in memory.
@@ -77,8 +83,7 @@ impl Default for StoreOptions {
 
 /// The key store.
 pub struct KeyStore {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    backend: Box<dyn Backend>,
     kek: Kek,
     policies: Policies,
     /// Unwrapped private keys of recently used records, by alias.
@@ -90,7 +95,7 @@ pub struct KeyStore {
 impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyStore")
-            .field("path", &self.path)
+            .field("location", &self.backend.location())
             .finish_non_exhaustive()
     }
 }
@@ -106,29 +111,29 @@ fn random_alias() -> Result<String, KmsError> {
 }
 
 impl KeyStore {
-    /// Opens (or creates) the store in `dir`, checks the key-encryption key against it and
-    /// creates the ROOT and initial master keys when missing.
+    /// Opens (or creates) the SQLite store in `dir`, as [`KeyStore::open_with`].
     ///
     /// # Errors
     /// [`KmsError::Config`] when the directory cannot be used, the schema is newer than this
     /// program, or the keys were wrapped under another key-encryption key.
     pub fn open(dir: &Path, kek: Kek, options: StoreOptions) -> Result<Self, KmsError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            KmsError::Config(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let path = dir.join(crate::kek::STORE_FILE);
-        let new = !path.exists();
-        let conn = Connection::open(&path)
-            .map_err(|e| KmsError::Config(format!("cannot open {}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Self::open_with(Box::new(SqliteBackend::open(dir)?), kek, options)
+    }
+
+    /// Opens the store kept in `backend`: checks the key-encryption key against it (the
+    /// first process to open a new store records its check value) and creates the ROOT and
+    /// initial master keys when missing.
+    ///
+    /// # Errors
+    /// [`KmsError::Config`] when the keys were wrapped under another key-encryption key;
+    /// database errors.
+    pub fn open_with(
+        backend: Box<dyn Backend>,
+        kek: Kek,
+        options: StoreOptions,
+    ) -> Result<Self, KmsError> {
         let store = KeyStore {
-            path,
-            conn: Mutex::new(conn),
+            backend,
             kek,
             policies: options.policies,
             loaded: moka::sync::Cache::new(CACHED_PRIVATE_KEYS),
@@ -139,15 +144,7 @@ impl KeyStore {
                 options.undeclared_keys_per_minute,
             ),
         };
-        store.migrate()?;
         store.check_kek()?;
-        if new {
-            tracing::warn!(
-                data_dir = %dir.display(),
-                "created a new key store (keys.db) in {}; keep its key-encryption key safe",
-                dir.display()
-            );
-        }
         let at = now();
         store.ensure_root(at)?;
         for app in &options.initial_applications {
@@ -160,93 +157,56 @@ impl KeyStore {
         Ok(store)
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn migrate(&self) -> Result<(), KmsError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);",
-        )?;
-        let version: Option<i64> = tx
-            .query_row(
-                "SELECT value FROM meta WHERE name = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match version {
-            None => {
-                tx.execute_batch(
-                    "CREATE TABLE keys (
-                        alias TEXT PRIMARY KEY,
-                        application_id TEXT NOT NULL,
-                        reference_id TEXT NOT NULL,
-                        key_id TEXT NOT NULL UNIQUE,
-                        unique_identifier TEXT NOT NULL UNIQUE,
-                        thumbprint TEXT NOT NULL UNIQUE,
-                        certificate BLOB NOT NULL,
-                        private_key BLOB,
-                        generated_at INTEGER NOT NULL,
-                        expires_at INTEGER NOT NULL,
-                        kind TEXT NOT NULL
-                    );
-                    CREATE INDEX keys_by_app_ref ON keys (application_id, reference_id, generated_at);",
-                )?;
-                tx.execute(
-                    "INSERT INTO meta (name, value) VALUES ('schema_version', ?1)",
-                    params![SCHEMA_VERSION],
-                )?;
-                let check = self.kek.check_value()?;
-                tx.execute(
-                    "INSERT INTO meta (name, value) VALUES ('kek_check', ?1)",
-                    params![check],
-                )?;
-            }
-            Some(v) if v == SCHEMA_VERSION => {}
-            Some(v) => {
-                return Err(KmsError::Config(format!(
-                    "{} has schema version {v}; this program knows up to {SCHEMA_VERSION}",
-                    self.path.display()
-                )));
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     fn check_kek(&self) -> Result<(), KmsError> {
-        let check: Vec<u8> =
-            self.conn()
-                .query_row("SELECT value FROM meta WHERE name = 'kek_check'", [], |r| {
-                    r.get(0)
-                })?;
-        if self.kek.made(&check) {
+        let fresh = self.kek.check_value()?;
+        let stored = self.backend.kek_check(&fresh)?;
+        if stored == fresh {
+            tracing::warn!(
+                store = %self.backend.location(),
+                "created a new key store in {}; keep its key-encryption key safe",
+                self.backend.location()
+            );
+        }
+        if self.kek.made(&stored) {
             Ok(())
         } else {
             Err(KmsError::Config(format!(
                 "the key-encryption key does not match the keys in {} (wrong {} or kek file); refusing to start",
-                self.path.display(),
+                self.backend.location(),
                 crate::kek::KEK_ENV
             )))
         }
     }
 
-    /// The store's database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the keys are kept (a file, or a database; never a password).
+    pub fn location(&self) -> String {
+        self.backend.location()
     }
 
-    /// The signing key of token realm `name`, kept beside the store under the same
-    /// key-encryption key (see [`crate::keyfile::realm_key`]).
+    /// The backend the keys are kept in.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Whether the store answers now (for `/readyz`).
     ///
     /// # Errors
-    /// As [`crate::keyfile::realm_key`].
+    /// What is wrong.
+    pub fn ready(&self) -> Result<(), KmsError> {
+        self.backend.ready()
+    }
+
+    /// The signing key of token realm `name`, kept in the store under the same
+    /// key-encryption key (SQLite: a file beside it, see [`crate::keyfile::realm_key`];
+    /// PostgreSQL: a table, shared by the replicas); created on first use.
+    ///
+    /// # Errors
+    /// [`KmsError::Config`] for a bad realm name or a key that does not unwrap.
     pub fn realm_key(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::keyfile::realm_key(dir, &self.kek, name)
+        let wrapped = self
+            .backend
+            .realm_key(name, &|| crate::keyfile::new_realm_key(&self.kek, name))?;
+        crate::keyfile::unwrap_realm_key(&self.kek, name, &wrapped, &self.backend.location())
     }
 
     /// The policy table.
@@ -255,15 +215,7 @@ impl KeyStore {
     }
 
     fn ensure_root(&self, at: i64) -> Result<(), KmsError> {
-        let exists: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT alias FROM keys WHERE kind = 'root' LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if exists.is_none() {
+        if !self.backend.has_keys("ROOT", "")? {
             self.current_key_for("ROOT", "", at, Minting::Admin)?;
         }
         Ok(())
@@ -289,11 +241,7 @@ impl KeyStore {
     /// KER-KMS-018 for a record without a private key (a partner certificate); internal
     /// errors when it does not unwrap.
     fn private_pkcs8(&self, record: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        let wrapped: Option<Vec<u8>> = self.conn().query_row(
-            "SELECT private_key FROM keys WHERE alias = ?1",
-            params![record.alias],
-            |r| r.get(0),
-        )?;
+        let wrapped = self.backend.wrapped_private(&record.alias)?;
         let wrapped = wrapped.ok_or_else(|| KmsError::ker(KerCode::Kms018))?;
         self.kek
             .unwrap(record.alias.as_bytes(), &wrapped)
@@ -352,7 +300,7 @@ impl KeyStore {
             generate::mintable(application_id, reference_id)?;
             self.minting.may_mint(application_id, reference_id)?;
         }
-        self.generate(application_id, reference_id, at)
+        self.generate(application_id, reference_id, at, false)
     }
 
     /// The key policy of an application.
@@ -370,26 +318,18 @@ impl KeyStore {
 
     /// Whether the pair has keys of its own (current or older).
     fn has_keys(&self, application_id: &str, reference_id: &str) -> Result<bool, KmsError> {
-        let found: Option<i64> = self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM keys WHERE application_id = ?1 AND reference_id = ?2 AND kind != 'partner' LIMIT 1",
-                params![application_id, reference_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(found.is_some())
+        self.backend.has_keys(application_id, reference_id)
     }
 
-    /// Makes a new current key for `(app, ref)` now; the old ones keep decrypting.
+    /// Makes a new current key for `(app, ref)` now; the old ones keep decrypting. The old
+    /// key stops being current in the transaction that stores the new one, so no process
+    /// sees the pair without a current key, nor with two.
     ///
     /// # Errors
     /// As [`KeyStore::current_key`].
     pub fn rotate(&self, application_id: &str, reference_id: &str) -> Result<KeyRecord, KmsError> {
-        let at = now();
-        self.expire_current(application_id, reference_id, at)?;
         Ok(self
-            .generate(application_id, reference_id, at)?
+            .generate(application_id, reference_id, now(), true)?
             .record
             .clone())
     }
@@ -410,10 +350,8 @@ impl KeyStore {
         };
         let margin = self.pre_expire_seconds(current.kind, application_id);
         // The key stops being current at expires_at - margin; set it in the past.
-        self.conn().execute(
-            "UPDATE keys SET expires_at = ?1 WHERE alias = ?2",
-            params![at - 60 + margin.min(0), current.alias],
-        )?;
+        self.backend
+            .set_expiry(&current.alias, at - 60 + margin.min(0))?;
         Ok(true)
     }
 
@@ -462,11 +400,25 @@ impl KeyStore {
             generate::key_identity(application_id, reference_id, &thumbprint)?;
         let alias = random_alias()?;
         let at = now();
-        self.conn().execute(
-            "INSERT INTO keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9, 'partner')",
-            params![alias, application_id, reference_id, key_id, unique_identifier, thumbprint, info.der(), at, info.not_after()],
-        )?;
+        let stored = self.backend.insert_partner(&StoredKey {
+            alias: alias.clone(),
+            application_id: application_id.into(),
+            reference_id: reference_id.into(),
+            key_id: key_id.clone(),
+            unique_identifier,
+            thumbprint: thumbprint.clone(),
+            certificate: info.der().to_vec(),
+            private_key: None,
+            generated_at: at,
+            expires_at: info.not_after(),
+            kind: KeyKind::Partner.as_str().into(),
+        })?;
+        if !stored {
+            // Another process stored it meanwhile.
+            return self
+                .record_by_thumbprint(&thumbprint)?
+                .ok_or_else(|| KmsError::Internal("uploaded certificate vanished".into()));
+        }
         Ok(KeyRecord {
             alias,
             application_id: application_id.into(),

@@ -120,50 +120,18 @@ pub(super) fn load_private(record: KeyRecord, pkcs8: &[u8]) -> Result<LoadedKey,
     })
 }
 
-pub(super) const COLUMNS: &str = "alias, application_id, reference_id, key_id, thumbprint, certificate, generated_at, expires_at, kind";
-
-pub(super) fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyRecordRow, ())> {
-    Ok((
-        KeyRecordRow {
-            alias: row.get(0)?,
-            application_id: row.get(1)?,
-            reference_id: row.get(2)?,
-            key_id: row.get(3)?,
-            thumbprint: row.get(4)?,
-            certificate: row.get(5)?,
-            generated_at: row.get(6)?,
-            expires_at: row.get(7)?,
-            kind: row.get(8)?,
-        },
-        (),
-    ))
-}
-
-pub(super) struct KeyRecordRow {
-    alias: String,
-    application_id: String,
-    reference_id: String,
-    key_id: String,
-    thumbprint: String,
-    certificate: Vec<u8>,
-    generated_at: i64,
-    expires_at: i64,
-    kind: String,
-}
-
-impl KeyRecordRow {
-    pub(super) fn into_record(self) -> Result<KeyRecord, KmsError> {
-        Ok(KeyRecord {
-            certificate: CertificateInfo::from_der(&self.certificate)
-                .map_err(|e| KmsError::Internal(format!("stored certificate: {e}")))?,
-            kind: KeyKind::parse(&self.kind)?,
-            alias: self.alias,
-            application_id: self.application_id,
-            reference_id: self.reference_id,
-            key_id: self.key_id,
-            thumbprint: self.thumbprint,
-            generated_at: self.generated_at,
-            expires_at: self.expires_at,
-        })
-    }
+/// The record of a stored key (its certificate parsed).
+pub(super) fn into_record(key: super::StoredKey) -> Result<KeyRecord, KmsError> {
+    Ok(KeyRecord {
+        certificate: CertificateInfo::from_der(&key.certificate)
+            .map_err(|e| KmsError::Internal(format!("stored certificate: {e}")))?,
+        kind: KeyKind::parse(&key.kind)?,
+        alias: key.alias,
+        application_id: key.application_id,
+        reference_id: key.reference_id,
+        key_id: key.key_id,
+        thumbprint: key.thumbprint,
+        generated_at: key.generated_at,
+        expires_at: key.expires_at,
+    })
 }
