@@ -149,6 +149,11 @@ pub struct ServeArgs {
     /// Realm of the token endpoint (default: `[kms] realm`, else `openg2p`).
     #[arg(long)]
     pub realm: Option<String>,
+    /// The URL clients reach the key manager at, e.g. a load balancer's in front of
+    /// replicas (default: `[kms] public_url`, else the address it listens on). Tokens name
+    /// it as their issuer, so replicas given the same one accept each other's tokens.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
     /// A client allowed to get tokens, `ID:SECRET` or `ID:SECRET:ROLE,ROLE` (repeatable; the
     /// `[kms] clients` of the configuration file are added). Without any, a client
     /// `openg2p-admin-client` with a secret kept in the data directory.
@@ -412,13 +417,25 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
             "token lifetime must be a positive number of seconds",
         ));
     }
+    let public_url = match args.public_url.clone().or(table.public_url.clone()) {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(url.trim_end_matches('/').to_string())
+        }
+        Some(url) => {
+            return Err(Failure::usage(format!(
+                "the public URL must start with http:// or https://, not {url:?}"
+            )));
+        }
+        None => None,
+    };
     let (listener, addr) = crate::service::bind(listen).await?;
-    let base = format!("{}://{addr}", transport.scheme());
+    let local = format!("{}://{addr}", transport.scheme());
+    let base = public_url.unwrap_or_else(|| local.clone());
     // The realm's signing key is kept (wrapped) in the data directory: tokens survive a
     // restart on the same address.
     let realm_key = kms.store().realm_key(&realm_name)?;
     let realm = Realm::with_key(&realm_name, &base, clients, token_lifetime, &realm_key)?;
-    let mut banner = format!("{base}\n");
+    let mut banner = format!("{local}\n");
     banner.push_str(&format!("KEYMANAGER_API_BASE_URL={base}/v1/keymanager\n"));
     banner.push_str(&format!(
         "KEYMANAGER_AUTH_URL={base}/realms/{realm_name}/protocol/openid-connect/token\n"

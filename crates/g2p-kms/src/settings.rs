@@ -53,6 +53,9 @@ pub struct KmsSettings {
     pub listen: Option<SocketAddr>,
     /// Realm of the token endpoint (default `openg2p`).
     pub realm: Option<String>,
+    /// The URL clients reach `kms serve` at (a load balancer's, in front of replicas): the
+    /// issuer of its tokens. Default: the address it listens on.
+    pub public_url: Option<String>,
     /// Lifetime of issued tokens, seconds (default 300).
     pub token_lifetime: Option<i64>,
     /// Clients of the token endpoint.
