@@ -472,3 +472,188 @@ async fn replicas_share_one_database_through_rotation_a_kill_and_an_outage() {
         assert!(!p.decrypt(&sealed[0]).await.unwrap().is_empty());
     }
 }
+
+/// The binary with the database and key-encryption key in its environment.
+fn with_database(
+    args: &[&str],
+    dir: &std::path::Path,
+    database: &str,
+    kek: &str,
+) -> std::process::Output {
+    common::command(args, dir)
+        .env("G2P_KMS_DATABASE_URL", database)
+        .env("G2P_KMS_KEK", kek)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn administration_works_on_a_database_store_and_a_data_directory_migrates_into_it() {
+    let Some(cluster) = PgCluster::start("administration_works_on_a_database_store") else {
+        return;
+    };
+    let database = cluster.create_database("administration");
+    // An existing store in a data directory, with a ciphertext sealed under it.
+    let source = tempfile::tempdir().unwrap();
+    let (child, url) = common::kms_serve(source.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let old = provider(&url, &url);
+    let sealed = rt.block_on(old.encrypt(b"sealed before the move")).unwrap();
+    common::stop(child);
+    assert!(
+        common::rotate_encryption_key(source.path())
+            .status
+            .success()
+    );
+    let kek_bytes = std::fs::read(source.path().join("kek")).unwrap();
+    let kek = g2p_encryption::b64::encode_b64(&kek_bytes);
+    let empty = tempfile::tempdir().unwrap();
+
+    // Administration never makes a store where there is none.
+    let out = with_database(&["kms", "keys", "list"], empty.path(), &database, &kek);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no key store"), "{}", text(&out));
+
+    // migrate: without a key-encryption key it names where to put one; with it, it copies.
+    let from = source.path().to_str().unwrap();
+    let out = common::command(
+        &["kms", "migrate", "--from", from, "--to", &database],
+        empty.path(),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("decrypt from the database"),
+        "{}",
+        text(&out)
+    );
+    let out = common::command(
+        &["kms", "migrate", "--from", from, "--to", &database],
+        empty.path(),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--force"), "{}", text(&out));
+    let out = common::command(
+        &[
+            "kms", "migrate", "--from", from, "--to", &database, "--force",
+        ],
+        empty.path(),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("replacing"), "{}", text(&out));
+
+    // keys list and rotate on the database, with the key-encryption key from the environment.
+    let listed = with_database(&["kms", "keys", "list"], empty.path(), &database, &kek);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let before = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.starts_with("REGISTRATION\tENCRYPT"))
+        .count();
+    assert_eq!(before, 2, "{}", text(&listed));
+    let rotated = with_database(
+        &[
+            "kms",
+            "keys",
+            "rotate",
+            "--app",
+            "REGISTRATION",
+            "--ref",
+            "ENCRYPT",
+        ],
+        empty.path(),
+        &database,
+        &kek,
+    );
+    assert!(rotated.status.success(), "{}", text(&rotated));
+    let listed = with_database(&["kms", "keys", "list"], empty.path(), &database, &kek);
+    let after = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.starts_with("REGISTRATION\tENCRYPT"))
+        .count();
+    assert_eq!(after, 3);
+
+    // A replica over the database decrypts what the data directory sealed.
+    let replica = tempfile::tempdir().unwrap();
+    let (child, url) = start(&database, &kek, "127.0.0.1:0", replica.path());
+    let moved = provider(&url, &url);
+    assert_eq!(
+        rt.block_on(moved.decrypt(&sealed)).unwrap(),
+        b"sealed before the move"
+    );
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // backup of the database store; restored into a directory it opens with the same key.
+    let file = empty.path().join("keys.backup");
+    let out = with_database(
+        &["kms", "backup", "--out", file.to_str().unwrap()],
+        empty.path(),
+        &database,
+        &kek,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("realm keys: openg2p"), "{}", text(&out));
+    let restored = empty.path().join("restored");
+    let out = common::command(
+        &[
+            "kms",
+            "restore",
+            "--in",
+            file.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+            "--kek-file",
+            source.path().join("kek").to_str().unwrap(),
+        ],
+        empty.path(),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (child, url) = common::kms_serve(&restored);
+    let back = provider(&url, &url);
+    assert_eq!(
+        rt.block_on(back.decrypt(&sealed)).unwrap(),
+        b"sealed before the move"
+    );
+    common::stop(child);
+
+    // Refusals, each naming why: no key-encryption key, another one, no named clients.
+    let out = common::command(&["kms", "serve", "--client", common::CLIENT], empty.path())
+        .env("G2P_KMS_DATABASE_URL", &database)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("G2P_KMS_KEK"), "{}", text(&out));
+    let other = g2p_encryption::b64::encode_b64(&[7u8; 32]);
+    let out = with_database(
+        &["kms", "serve", "--client", common::CLIENT],
+        empty.path(),
+        &database,
+        &other,
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("does not match"), "{}", text(&out));
+    let out = with_database(&["kms", "serve"], empty.path(), &database, &kek);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("name the clients"), "{}", text(&out));
+    assert!(
+        !text(&out).contains("postgres://"),
+        "the URL was shown: {}",
+        text(&out)
+    );
+}
