@@ -6,12 +6,14 @@
 //! cargo build --release -p g2p-keymanager -p g2p-load
 //! target/release/g2p-load gateway   # single vs batch, peak memory under 64 clients
 //! target/release/g2p-load kms       # decrypt / jwtSign vs the RSA private-op ceiling
+//! target/release/g2p-load replicas --database-url postgres://…   # 1 vs 2 replicas, rotation
 //! ```
 //!
 //! The client runs on the same machine as the server, so the figures are a lower bound:
 //! both share the cores.
 #![forbid(unsafe_code)]
 
+mod replicas;
 mod server;
 
 use std::path::PathBuf;
@@ -52,19 +54,33 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// `kms serve` replicas over one PostgreSQL database: decrypt and jwtSign throughput of
+    /// one replica and of two (clients spread over both, tokens from the first) against the
+    /// RSA private-operation ceiling, and how long a rotation on one replica takes to be seen
+    /// by the other. The database should be empty (a new store is made in it).
+    Replicas {
+        #[command(flatten)]
+        common: Common,
+        /// The database, `postgres://…` (or `$G2P_KMS_DATABASE_URL`).
+        #[arg(long, env = "G2P_KMS_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Rotations timed.
+        #[arg(long, default_value_t = 20)]
+        rotations: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
-struct Common {
+pub(crate) struct Common {
     /// The g2p-keymanager binary to start.
     #[arg(long, default_value = "target/release/g2p-keymanager")]
-    bin: PathBuf,
+    pub(crate) bin: PathBuf,
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
-    clients: usize,
+    pub(crate) clients: usize,
     /// Seconds per scenario (after a short warm-up).
     #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
+    pub(crate) seconds: f64,
 }
 
 /// Requests and items completed in a measured window.
@@ -100,13 +116,13 @@ impl Stats {
 
 /// One prepared request: a URL, a body, headers, and how many items it carries.
 #[derive(Clone)]
-struct Job {
+pub(crate) struct Job {
     url: String,
     body: Arc<Vec<u8>>,
-    headers: Vec<(&'static str, String)>,
+    pub(crate) headers: Vec<(&'static str, String)>,
     items: u64,
     /// MOSIP answers errors with HTTP 200: such bodies contain this.
-    error_marker: Option<&'static str>,
+    pub(crate) error_marker: Option<&'static str>,
 }
 
 async fn send(http: &reqwest::Client, job: &Job) -> Result<()> {
@@ -147,28 +163,41 @@ async fn drive(
     seconds: f64,
     server: &Server,
 ) -> Result<Stats> {
+    drive_all(http, std::slice::from_ref(job), clients, seconds, &[server]).await
+}
+
+/// Runs `clients` loops for `seconds` after a warm-up, client `i` sending `jobs[i % n]`
+/// (one job per server, say); the servers' CPU is summed.
+async fn drive_all(
+    http: &reqwest::Client,
+    jobs: &[Job],
+    clients: usize,
+    seconds: f64,
+    servers: &[&Server],
+) -> Result<Stats> {
+    let cpu = || -> Result<f64> { servers.iter().map(|s| s.cpu_seconds()).sum::<Result<f64>>() };
     // Warm-up: connections, caches, lazily created keys.
-    run_for(http, job, clients, Duration::from_millis(500)).await?;
-    let server_before = server.cpu_seconds()?;
+    run_for(http, jobs, clients, Duration::from_millis(500)).await?;
+    let server_before = cpu()?;
     let client_before = cpu_seconds_of("/proc/self/stat")?;
-    let mut stats = run_for(http, job, clients, Duration::from_secs_f64(seconds)).await?;
-    stats.server_cpu = server.cpu_seconds()? - server_before;
+    let mut stats = run_for(http, jobs, clients, Duration::from_secs_f64(seconds)).await?;
+    stats.server_cpu = cpu()? - server_before;
     stats.client_cpu = cpu_seconds_of("/proc/self/stat")? - client_before;
     Ok(stats)
 }
 
 async fn run_for(
     http: &reqwest::Client,
-    job: &Job,
+    jobs: &[Job],
     clients: usize,
     window: Duration,
 ) -> Result<Stats> {
     let started = Instant::now();
     let deadline = started + window;
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for client in 0..clients {
         let http = http.clone();
-        let job = job.clone();
+        let job = jobs[client % jobs.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
@@ -185,7 +214,7 @@ async fn run_for(
     }
     let requests = latencies_us.len() as u64;
     Ok(Stats {
-        items: requests * job.items,
+        items: requests * jobs[0].items,
         requests,
         elapsed: started.elapsed(),
         latencies_us,
@@ -442,6 +471,11 @@ fn main() -> Result<()> {
         match &cli.command {
             Cmd::Gateway { common, batch } => gateway(common, *batch).await,
             Cmd::Kms { common } => kms(common).await,
+            Cmd::Replicas {
+                common,
+                database_url,
+                rotations,
+            } => replicas::run(common, database_url, *rotations).await,
         }
     })
 }

@@ -16,6 +16,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(bin: &PathBuf, args: &[&str]) -> Result<Self> {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// As [`Server::start`], with these environment variables.
+    pub fn start_with_env(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut command = Command::new(bin);
         for (key, _) in std::env::vars() {
@@ -27,6 +32,7 @@ impl Server {
             .args(args)
             .env("G2P_DATA_DIR", dir.path())
             .env("G2P_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
