@@ -37,8 +37,8 @@ pub enum KmsCommand {
     Migrate(MigrateArgs),
 }
 
-/// `kms migrate` arguments.
-#[derive(Debug, Args)]
+/// `kms migrate` arguments. `Debug` hides the database URL (it may hold a password).
+#[derive(Args)]
 pub struct MigrateArgs {
     /// The data directory whose key store is copied; its `kek` file (or `$G2P_KMS_KEK`) is
     /// the key-encryption key, which the replicas must then be given.
@@ -93,8 +93,8 @@ pub enum KeysCommand {
     Rotate(RotateArgs),
 }
 
-/// Where the keys are: the data directory, or a database.
-#[derive(Debug, Args)]
+/// Where the keys are: the data directory, or a database. `Debug` hides the database URL.
+#[derive(Args)]
 pub struct DataDirArg {
     /// Data directory (default `[kms] data_dir`, else `$G2P_DATA_DIR`, else `./g2p-data`).
     #[arg(long, value_name = "DIR")]
@@ -108,6 +108,32 @@ pub struct DataDirArg {
     /// A PEM file of CA certificates for the database server (default `[kms] database_ca`).
     #[arg(long, value_name = "PEM")]
     pub database_ca: Option<PathBuf>,
+}
+
+/// `Some("[redacted]")` for a given URL.
+fn redacted(url: Option<&String>) -> Option<&'static str> {
+    url.map(|_| "[redacted]")
+}
+
+impl std::fmt::Debug for DataDirArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDirArg")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redacted(self.database_url.as_ref()))
+            .field("database_ca", &self.database_ca)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MigrateArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrateArgs")
+            .field("from", &self.from)
+            .field("to", &redacted(self.to.as_ref()))
+            .field("database_ca", &self.database_ca)
+            .field("force", &self.force)
+            .finish()
+    }
 }
 
 impl DataDirArg {
@@ -219,8 +245,10 @@ pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result
             let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
             let (result, store) = match table.database(env) {
                 Some(database) => {
-                    let backup = g2p_kms::store::PostgresBackend::connect(&database)
-                        .and_then(|backend| g2p_kms::backup::backup_backend(&backend, &args.out));
+                    let backup =
+                        g2p_kms::store::PostgresBackend::connect(&database).and_then(|backend| {
+                            g2p_kms::backup::backup_backend(&backend, &args.out, &dir)
+                        });
                     (backup, "the key store's database".to_string())
                 }
                 None => (
@@ -379,11 +407,6 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
     let server_options = table.server_options()?;
     let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
     let shared = table.database(env).is_some();
-    let kms = Arc::new(table.open(&dir, env)?);
-    // The pairs the configured providers use may have keys made on first use.
-    for (app, reference) in config.provider_pairs() {
-        kms.declare(&app, &reference);
-    }
     let mut clients = table.clients();
     for spec in &args.clients {
         clients.push(Client::parse(spec).map_err(Failure::usage)?);
@@ -392,6 +415,16 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
         return Err(Failure::usage(
             "with the keys in a database, name the clients every replica admits (--client ID:SECRET, or [kms] clients): a default client's secret would differ from replica to replica",
         ));
+    }
+    if shared && args.public_url.is_none() && table.public_url.is_none() {
+        tracing::warn!(
+            "the keys are in a shared database but no --public-url is set: tokens name this replica's own address as their issuer, and other replicas refuse them; give every replica the URL its clients use"
+        );
+    }
+    let kms = Arc::new(table.open(&dir, env)?);
+    // The pairs the configured providers use may have keys made on first use.
+    for (app, reference) in config.provider_pairs() {
+        kms.declare(&app, &reference);
     }
     let default_client = if clients.is_empty() {
         let client = keyfile::default_client(&dir)?;

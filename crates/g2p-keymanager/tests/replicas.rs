@@ -332,9 +332,20 @@ async fn replicas_share_one_database_through_rotation_a_kill_and_an_outage() {
     running.await.unwrap();
 
     let failures = tally.failures.lock().unwrap().clone();
+    let errors: Vec<String> = replicas
+        .iter()
+        .flat_map(|r| {
+            std::fs::read_to_string(r.dir.path().join("stderr.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("ERROR"))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
     assert!(
         failures.is_empty(),
-        "{} failed, first: {:?}",
+        "{} failed, first: {:?}\nreplicas' errors: {errors:#?}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );
@@ -488,11 +499,16 @@ fn with_database(
 }
 
 fn text(out: &std::process::Output) -> String {
-    format!(
+    let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    )
+    );
+    assert!(
+        !text.contains("s3cr3t-pw"),
+        "the password was shown: {text}"
+    );
+    text
 }
 
 #[test]
@@ -500,7 +516,12 @@ fn administration_works_on_a_database_store_and_a_data_directory_migrates_into_i
     let Some(cluster) = PgCluster::start("administration_works_on_a_database_store") else {
         return;
     };
-    let database = cluster.create_database("administration");
+    // A password in the URL (the cluster trusts any): it must never be shown.
+    const PASSWORD: &str = "s3cr3t-pw";
+    let database = cluster
+        .create_database("administration")
+        .replace("postgres@", &format!("postgres:{PASSWORD}@"));
+
     // An existing store in a data directory, with a ciphertext sealed under it.
     let source = tempfile::tempdir().unwrap();
     let (child, url) = common::kms_serve(source.path());
@@ -522,7 +543,7 @@ fn administration_works_on_a_database_store_and_a_data_directory_migrates_into_i
     assert!(!out.status.success());
     assert!(text(&out).contains("no key store"), "{}", text(&out));
 
-    // migrate: without a key-encryption key it names where to put one; with it, it copies.
+    // migrate: the key-encryption key is the source's kek file; it copies.
     let from = source.path().to_str().unwrap();
     let out = common::command(
         &["kms", "migrate", "--from", from, "--to", &database],

@@ -60,6 +60,18 @@ fn is_store_file(name: &str) -> bool {
         || realm_of_file(name).is_some()
 }
 
+/// Refuses an `out` that is one of the data directory's own files.
+fn refuse_store_file(out: &Path, dir: &Path) -> Result<(), KmsError> {
+    let out_name = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    if out_name.as_deref().is_none_or(is_store_file) && same_dir(out, dir) {
+        return Err(config(format!(
+            "{} is one of the key store's own files; write the backup elsewhere",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 fn same_dir(a: &Path, b: &Path) -> bool {
     let parent = match a.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -91,13 +103,7 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupSummary, KmsError> {
             dir.display()
         )));
     }
-    let out_name = out.file_name().map(|n| n.to_string_lossy().into_owned());
-    if out_name.as_deref().is_none_or(is_store_file) && same_dir(out, dir) {
-        return Err(config(format!(
-            "{} is one of the key store's own files; write the backup elsewhere",
-            out.display()
-        )));
-    }
+    refuse_store_file(out, dir)?;
     let source = Connection::open_with_flags(
         &store,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -139,14 +145,19 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupSummary, KmsError> {
 }
 
 /// Writes a backup of the store kept in `backend` (a PostgreSQL database shared by replicas,
-/// say) to `out`, in the same format as [`backup`]: `kms restore` puts it in a data directory,
+/// say) to `out` (never one of the files of the data directory `dir`: its `kek`, say), in the same format as [`backup`]: `kms restore` puts it in a data directory,
 /// and `kms migrate` takes it from there to a database again. Read in one consistent
 /// transaction; the keys stay wrapped.
 ///
 /// # Errors
 /// [`KmsError::Config`] when the backend holds no key store or `out` cannot be written;
 /// database errors.
-pub fn backup_backend(backend: &dyn Backend, out: &Path) -> Result<BackupSummary, KmsError> {
+pub fn backup_backend(
+    backend: &dyn Backend,
+    out: &Path,
+    dir: &Path,
+) -> Result<BackupSummary, KmsError> {
+    refuse_store_file(out, dir)?;
     let contents = backend.export()?;
     if contents.kek_check.is_none() {
         return Err(config(format!(
@@ -160,10 +171,13 @@ pub fn backup_backend(backend: &dyn Backend, out: &Path) -> Result<BackupSummary
     let temp = file.temporary_path().to_path_buf();
     let here = temp.parent().unwrap_or(Path::new("."));
     let copy = SqliteBackend::open_file(here, &temp)?;
-    copy.import(&Contents {
-        realm_keys: Vec::new(),
-        ..contents.clone()
-    })?;
+    copy.import(
+        &Contents {
+            realm_keys: Vec::new(),
+            ..contents.clone()
+        },
+        true,
+    )?;
     drop(copy);
     let copy = Connection::open(&temp)?;
     copy.pragma_update(None, "journal_mode", "DELETE")?;

@@ -62,7 +62,11 @@ impl KmsError {
             KmsError::Ker { message, .. } => message.clone(),
             KmsError::Config(m) => m.clone(),
             KmsError::Internal(_) => KerCode::Kms500.message().into(),
-            KmsError::Unavailable(m) => format!("the key store is unavailable: {m}"),
+            // The cause (host, driver message) goes to the log, not to the client.
+            KmsError::Unavailable(_) => {
+                "the key store is unavailable (its database does not answer); try again later"
+                    .into()
+            }
         }
     }
 

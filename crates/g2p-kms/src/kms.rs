@@ -86,15 +86,19 @@ impl Kms {
     }
 
     /// The id of the key a ciphertext names by its thumbprint (`thumbprint:HEX` when the
-    /// store has no such key), for audit lines; `None` when it names none.
+    /// store has no such key), for audit lines; `None` when it names none. Called on async
+    /// workers: a store whose lookups go over the network answers from its cache only
+    /// (`thumbprint:HEX` for a key not looked up yet).
     pub fn key_of_ciphertext(&self, ciphertext: &[u8]) -> Option<String> {
         let thumbprint = g2p_mosip::cipher::parse(ciphertext)
             .ok()?
             .thumbprint_hex()?;
-        match self.store.record_by_thumbprint(&thumbprint) {
-            Ok(Some(record)) => Some(record.key_id),
-            _ => Some(format!("thumbprint:{thumbprint}")),
-        }
+        let found = if self.store.backend().remote() {
+            self.store.cached_record_by_thumbprint(&thumbprint)
+        } else {
+            self.store.record_by_thumbprint(&thumbprint).ok().flatten()
+        };
+        Some(found.map_or_else(|| format!("thumbprint:{thumbprint}"), |r| r.key_id))
     }
 
     /// Encrypts with the current base key of `(app, ref)` (spec 3.1, 4).

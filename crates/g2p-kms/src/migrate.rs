@@ -79,7 +79,9 @@ pub fn migrate(
         )));
     }
     let samples = seal_samples(&source)?;
-    to.import(&source)?;
+    // Checked again inside the import's transaction: a store made meanwhile (a replica
+    // started against the database) is not deleted without --force.
+    to.import(&source, force)?;
     let copied = to.export()?;
     // Backends order keys made in the same second differently: compare by alias.
     let by_alias = |keys: &[crate::store::StoredKey]| {
@@ -130,6 +132,15 @@ pub fn migrate(
     }
     for (name, _) in &source.realm_keys {
         kms.store().realm_key(name)?;
+    }
+    // A key made in the source during the copy (a `kms serve` still running on it) would be
+    // missing from the target.
+    let after = SqliteBackend::open(from)?.export()?;
+    if by_alias(&after.keys) != by_alias(&source.keys) || after.realm_keys != source.realm_keys {
+        return Err(config(format!(
+            "the key store in {} changed during the copy (is a kms serve still running on it?); stop what uses it and migrate again with --force",
+            from.display()
+        )));
     }
     Ok(MigrationSummary {
         keys: source.keys.len(),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use g2p_encryption::{EncryptionProvider, SignOptions, SignPayload};
+use g2p_kms::store::backend::{Query, Stored};
 use g2p_kms::store::{Backend, PostgresBackend, PostgresOptions, SqliteBackend, StoredKey};
 use g2p_kms::{
     Kek, KeyStore, Kms, KmsError, LocalProvider, LocalSettings, Minting, Policies, StoreOptions,
@@ -167,6 +168,18 @@ fn rotation_and_revocation_are_seen_by_other_handles(store: &Store) {
         thumbprint(&first),
         "cached key kept"
     );
+    // Told of changes, the store seals from memory: no lookups.
+    within("the change signal", || serving.store().backend().watching());
+    seal(&serving);
+    let reads = serving.store().backend().reads();
+    for _ in 0..20 {
+        seal(&serving);
+    }
+    assert_eq!(
+        serving.store().backend().reads(),
+        reads,
+        "sealing read the store"
+    );
     let rotated = admin.store().rotate("REGISTRATION", "ENCRYPT").unwrap();
     within("a rotation", || {
         thumbprint(&seal(&serving)) == rotated.thumbprint
@@ -279,7 +292,8 @@ fn a_backup_restores_into_a_data_directory(store: &Store) {
     let keys = kms.store().list().unwrap().len();
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("keys.backup");
-    let summary = g2p_kms::backup::backup_backend(kms.store().backend(), &file).unwrap();
+    let summary =
+        g2p_kms::backup::backup_backend(kms.store().backend(), &file, out.path()).unwrap();
     assert_eq!(summary.keys, keys);
     assert_eq!(summary.realms, vec!["openg2p".to_string()]);
     let restored = out.path().join("restored");
@@ -338,6 +352,56 @@ fn a_data_directory_migrates_into_it(store: &Store) {
     let e =
         g2p_kms::migrate::migrate(source.path(), store.kek(), store.backend(), false).unwrap_err();
     assert!(e.to_string().contains("--force"), "{e}");
+    // The import checks again in its own transaction (a store made after the first look).
+    let contents = SqliteBackend::open(source.path())
+        .unwrap()
+        .export()
+        .unwrap();
+    let e = store.backend().import(&contents, false).unwrap_err();
+    assert!(e.to_string().contains("already holds a key store"), "{e}");
+    assert_eq!(after.store().list().unwrap().len(), keys.len());
+}
+
+fn the_pair_lock_counts_a_key_made_a_moment_later(store: &Store) {
+    // Replica A takes the time, then generates for a while; replica B, a second later,
+    // stores first. A's check must still see B's key, though it is "newer" than A's moment.
+    let backend = store.backend();
+    let row = |n: u8, at: i64| StoredKey {
+        alias: format!("race-{n}"),
+        application_id: "RACE".into(),
+        reference_id: "LATER".into(),
+        key_id: format!("kid-{n}"),
+        unique_identifier: format!("uid-{n}"),
+        thumbprint: format!("{n:064X}"),
+        certificate: vec![n],
+        private_key: Some(vec![n]),
+        generated_at: at,
+        expires_at: at + 86_400,
+        kind: "base".into(),
+    };
+    let t = now();
+    assert_eq!(
+        backend.store_current(&row(1, t + 5), 0, false).unwrap(),
+        Stored::Ours
+    );
+    // The loser is told the winner's key.
+    let Stored::Theirs(theirs) = backend.store_current(&row(2, t), 0, false).unwrap() else {
+        panic!("a second current key was stored");
+    };
+    assert_eq!(theirs.alias, "race-1");
+    // A rotation as of the earlier moment ends the later key too.
+    assert_eq!(
+        backend.store_current(&row(3, t), 0, true).unwrap(),
+        Stored::Ours
+    );
+    let live: Vec<String> = backend
+        .select(Query::Pair("RACE", "LATER"))
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.expires_at > t)
+        .map(|k| k.alias)
+        .collect();
+    assert_eq!(live, vec!["race-3".to_string()]);
 }
 
 type Behaviour = fn(&Store);
@@ -371,6 +435,10 @@ const BEHAVIOURS: &[(&str, Behaviour)] = &[
     (
         "a data directory migrates into it",
         a_data_directory_migrates_into_it,
+    ),
+    (
+        "the pair lock counts a key made a moment later",
+        the_pair_lock_counts_a_key_made_a_moment_later,
     ),
 ];
 
@@ -435,6 +503,7 @@ fn a_database_outage_fails_operations_cleanly_and_the_store_recovers_by_itself()
     assert!(e.message().contains("unavailable"), "{e}");
     let e = serving.store().ready().unwrap_err();
     assert!(matches!(e, KmsError::Unavailable(_)), "{e:?}");
+    assert!(!serving.store().backend().watching());
     cluster.start_again();
     let started = Instant::now();
     while serving.store().ready().is_err() || seal().is_err() {
@@ -451,6 +520,7 @@ fn a_database_outage_fails_operations_cleanly_and_the_store_recovers_by_itself()
         b"x"
     );
     // Listening again: a rotation elsewhere is seen.
+    within("listening again", || serving.store().backend().watching());
     let rotated = store
         .open()
         .store()

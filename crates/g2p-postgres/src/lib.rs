@@ -43,8 +43,10 @@ pub fn tls(ca: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect
 /// # Errors
 /// A message that says what is wrong without repeating the URL.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
-    url.parse()
-        .map_err(|e: tokio_postgres::Error| format!("the database URL is not valid: {e}"))
+    // The parser's own message may quote a piece of the URL, a password's included.
+    url.parse().map_err(|_: tokio_postgres::Error| {
+        "the database URL is not valid: give postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=… or host=… user=… dbname=…".to_string()
+    })
 }
 
 /// A database error as an operator needs it: the server's SQLSTATE and message, or the

@@ -6,6 +6,8 @@ CREATE TABLE g2p_kms_meta (
 );
 CREATE TABLE g2p_kms_keys (
     alias TEXT PRIMARY KEY,
+    -- Insertion order: ties of generated_at (keys made in the same second) in the order made.
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
     application_id TEXT NOT NULL,
     reference_id TEXT NOT NULL,
     key_id TEXT NOT NULL UNIQUE,

@@ -62,6 +62,15 @@ pub struct Contents {
     pub kek_check: Option<Vec<u8>>,
 }
 
+/// What [`Backend::store_current`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// The key is stored, the pair's current key.
+    Ours,
+    /// Another process's key was live already (its record, without the private key): use it.
+    Theirs(Box<StoredKey>),
+}
+
 /// Which rows a lookup wants.
 #[derive(Debug, Clone, Copy)]
 pub enum Query<'a> {
@@ -119,13 +128,19 @@ pub trait Backend: Send + Sync {
     fn wrapped_private(&self, alias: &str) -> Result<Option<Vec<u8>>, KmsError>;
 
     /// Stores `key` as the current key of its pair in one transaction holding the pair's
-    /// lock, unless another is current at `key.generated_at` (less `margin`): then nothing is
-    /// written and the answer is `false`. With `replace`, the keys current then are ended
-    /// (expiry one minute before) in the same transaction and `key` is always stored.
+    /// lock, unless another key of the pair is live at `key.generated_at` (not ended, less
+    /// `margin`; made before or after that moment): then nothing is written and the answer is
+    /// that key, the newest such. With `replace`, the live keys are ended (expiry one minute
+    /// before) in the same transaction and `key` is always stored.
     ///
     /// # Errors
     /// Database errors.
-    fn store_current(&self, key: &StoredKey, margin: i64, replace: bool) -> Result<bool, KmsError>;
+    fn store_current(
+        &self,
+        key: &StoredKey,
+        margin: i64,
+        replace: bool,
+    ) -> Result<Stored, KmsError>;
 
     /// Sets the expiry of `alias`.
     ///
@@ -164,16 +179,39 @@ pub trait Backend: Send + Sync {
     /// Database errors.
     fn export(&self) -> Result<Contents, KmsError>;
 
-    /// Writes `contents` in one transaction, replacing what the store held (which the caller
-    /// has checked may go).
+    /// Writes `contents` in one transaction. Without `replace`, a store that holds anything
+    /// (keys, realm keys, a KEK check value) is refused — checked in that transaction, with
+    /// the tables locked; with it, what the store held is deleted first.
     ///
     /// # Errors
-    /// Database errors; nothing is written then.
-    fn import(&self, contents: &Contents) -> Result<(), KmsError>;
+    /// [`KmsError::Config`] for a store that is not empty (without `replace`); database
+    /// errors. Nothing is written then.
+    fn import(&self, contents: &Contents, replace: bool) -> Result<(), KmsError>;
 
     /// Whether the store can be used now (the database answers).
     ///
     /// # Errors
     /// What is wrong, for `/readyz`.
     fn ready(&self) -> Result<(), KmsError>;
+
+    /// Whether the backend is told of changes now (SQLite always is; PostgreSQL while its
+    /// listener is connected and its heartbeat comes back).
+    fn watching(&self) -> bool {
+        true
+    }
+
+    /// Lookups ([`Backend::select`]) made so far: what the caches above save.
+    fn reads(&self) -> u64;
+
+    /// Whether a lookup goes over the network (and so is kept off async workers).
+    fn remote(&self) -> bool {
+        false
+    }
+}
+
+/// The error for an import into a store that is not empty.
+pub(crate) fn occupied(location: &str, keys: i64, realm_keys: i64) -> KmsError {
+    KmsError::Config(format!(
+        "the {location} already holds a key store ({keys} keys, {realm_keys} realm keys); migrate into an empty one, or give --force to replace it"
+    ))
 }

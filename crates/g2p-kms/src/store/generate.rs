@@ -10,6 +10,7 @@ use g2p_mosip::key_id::{key_id_from_unique_identifier, unique_identifier_of};
 use rcgen::Issuer;
 use zeroize::Zeroizing;
 
+use super::backend::Stored;
 use super::certs::{certificate_params, generate_pkcs8, rcgen_key};
 use super::record::load_private;
 use super::{
@@ -45,15 +46,12 @@ impl KeyStore {
             (at, expires_at),
             issuer.as_deref(),
         )?;
-        let Some(record) =
-            self.store_current((application_id, reference_id), (at, replace), kind, &key)?
-        else {
-            // Another process sharing the store made a current key meanwhile.
-            let record = self
-                .current_record(application_id, reference_id, at)?
-                .ok_or_else(|| KmsError::Internal("current key vanished".into()))?;
-            return self.load(&record);
-        };
+        let record =
+            match self.store_current((application_id, reference_id), (at, replace), kind, &key)? {
+                Ok(record) => record,
+                // Another process sharing the store made a key meanwhile: it is the current one.
+                Err(theirs) => return self.load(&theirs),
+            };
         tracing::info!(app = application_id, reference = reference_id, key_id = %record.key_id, kind = kind.as_str(), "generated a key");
         let alias = record.alias.clone();
         let loaded = Arc::new(load_private(record, &key.pkcs8)?);
@@ -123,15 +121,15 @@ impl KeyStore {
     }
 
     /// Stores `key` as the current key of the pair, its private half wrapped under the
-    /// key-encryption key, in one transaction holding the pair's lock; `None` when another
-    /// process made a current key first (never with `replace`).
+    /// key-encryption key, in one transaction holding the pair's lock: `Ok` with its record,
+    /// or `Err` with the record of the key another process made first (never with `replace`).
     fn store_current(
         &self,
         (application_id, reference_id): (&str, &str),
         (at, replace): (i64, bool),
         kind: KeyKind,
         key: &NewKey,
-    ) -> Result<Option<KeyRecord>, KmsError> {
+    ) -> Result<Result<KeyRecord, KeyRecord>, KmsError> {
         let alias = random_alias()?;
         let wrapped = self.kek.wrap(alias.as_bytes(), &key.pkcs8)?;
         let margin = self.pre_expire_seconds(kind, application_id);
@@ -151,10 +149,10 @@ impl KeyStore {
             expires_at,
             kind: kind.as_str().into(),
         };
-        if !self.backend.store_current(&row, margin, replace)? {
-            return Ok(None);
+        if let Stored::Theirs(theirs) = self.backend.store_current(&row, margin, replace)? {
+            return Ok(Err(super::record::into_record(*theirs)?));
         }
-        Ok(Some(KeyRecord {
+        Ok(Ok(KeyRecord {
             alias,
             application_id: application_id.into(),
             reference_id: reference_id.into(),

@@ -107,6 +107,15 @@ impl KeyStore {
         Ok(found)
     }
 
+    /// The record with this upper-hex thumbprint if the record cache holds it (no query).
+    pub fn cached_record_by_thumbprint(&self, thumbprint_hex: &str) -> Option<KeyRecord> {
+        self.records()
+            .ok()?
+            .by_thumbprint
+            .get(thumbprint_hex)
+            .cloned()
+    }
+
     /// The record with this keyId.
     ///
     /// # Errors

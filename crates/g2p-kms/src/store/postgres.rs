@@ -23,7 +23,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{AsyncMessage, Row};
 
-use super::backend::{Backend, Contents, Query, Stamp, StoredKey};
+use super::backend::{Backend, Contents, Query, Stamp, Stored, StoredKey};
 use crate::error::KmsError;
 
 /// The versioned schema, `migrations/postgres` of this crate.
@@ -41,6 +41,8 @@ const CHANNEL: &str = "g2p_kms_keys";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest an operation may take before the database counts as unavailable.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest the schema migration may take (it may wait for another process's).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the listening connection is asked whether it is alive, and how long it has.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Most pooled connections when none is configured.
@@ -50,6 +52,10 @@ const MIGRATION_LOCK: i64 = 0x6732_705f_6b6d_7301;
 
 const COLUMNS: &str = "alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, generated_at, expires_at, kind";
 const CURRENT: &str = "application_id = $1 AND reference_id = $2 AND kind <> 'partner' AND generated_at <= $3 AND $3 < expires_at - $4";
+/// The pair's keys not yet ended at `$3`, whenever they were made: what the pair's lock
+/// checks and a rotation ends (a key another process made a moment later counts).
+const LIVE: &str =
+    "application_id = $1 AND reference_id = $2 AND kind <> 'partner' AND $3 < expires_at - $4";
 const INSERT: &str = "INSERT INTO g2p_kms_keys (alias, application_id, reference_id, key_id, unique_identifier, thumbprint, certificate, private_key, generated_at, expires_at, kind)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
@@ -96,6 +102,7 @@ pub struct PostgresBackend {
     pool: Pool,
     location: String,
     changes: Arc<Changes>,
+    reads: AtomicU64,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -119,12 +126,22 @@ impl Drop for PostgresBackend {
 fn db_error(e: &tokio_postgres::Error) -> KmsError {
     let message = g2p_postgres::describe_error(e);
     let unavailable = match e.code() {
-        // Connection exceptions, shutdown, "cannot connect now", too many connections.
+        // Connection exceptions (08), operator intervention: shutdown, cancelled statements
+        // (57), insufficient resources (53), a read-only server after a failover (25006), a
+        // serialization failure or deadlock worth retrying (40001, 40P01).
         Some(code) => {
             let code = code.code();
-            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            ["08", "57", "53"].iter().any(|c| code.starts_with(c))
+                || ["25006", "40001", "40P01"].contains(&code)
         }
-        None => true,
+        // Without a server's code: the connection (closed, refused, timed out, an I/O error)
+        // is unavailable; a conversion or row-count error is a fault of ours.
+        None => {
+            e.is_closed()
+                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                || message.starts_with("error connecting")
+                || message.starts_with("timeout")
+        }
     };
     if unavailable {
         KmsError::Unavailable(message)
@@ -188,7 +205,13 @@ impl PostgresBackend {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // A connection that went quiet (a partition, a failover to another address) is
+        // declared dead in about a minute instead of the system's default quarter hour.
         config.keepalives_idle(Duration::from_secs(30));
+        config.keepalives_interval(Duration::from_secs(10));
+        config.keepalives_retries(3);
+        #[cfg(target_os = "linux")]
+        config.tcp_user_timeout(Duration::from_secs(30));
         if config.get_application_name().is_none() {
             config.application_name("g2p-kms");
         }
@@ -205,7 +228,9 @@ impl PostgresBackend {
             config.clone(),
             tls.clone(),
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // Each connection answers a query before it is handed out again, so one that
+                // a timeout left behind is replaced rather than hanging the next caller.
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)
@@ -223,6 +248,7 @@ impl PostgresBackend {
             pool,
             location,
             changes: Arc::clone(&changes),
+            reads: AtomicU64::new(0),
         };
         let unreachable = |e: KmsError| {
             KmsError::Config(format!(
@@ -231,11 +257,20 @@ impl PostgresBackend {
                 e.message()
             ))
         };
-        backend.migrate().map_err(unreachable)?;
-        backend
-            .handle
-            .spawn(listen(config, tls, changes, backend.location.clone()));
+        backend.migrate(&config, &tls).map_err(unreachable)?;
+        backend.handle.spawn(listen(
+            (config, tls),
+            backend.pool.clone(),
+            changes,
+            backend.location.clone(),
+        ));
         Ok(backend)
+    }
+
+    /// Whether the backend is told of changes now (its listener is connected and its last
+    /// heartbeat came back); while not, it serves nothing from its record cache.
+    pub fn is_listening(&self) -> bool {
+        self.changes.listening.load(Ordering::SeqCst)
     }
 
     /// Runs `operation` on the backend's runtime and waits for it, at most
@@ -245,13 +280,22 @@ impl PostgresBackend {
         T: Send + 'static,
         F: Future<Output = Result<T, KmsError>> + Send + 'static,
     {
+        self.run_within(OPERATION_TIMEOUT, operation)
+    }
+
+    /// [`PostgresBackend::run`] with another time limit.
+    fn run_within<T, F>(&self, limit: Duration, operation: F) -> Result<T, KmsError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, KmsError>> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
-            let outcome = match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+            let outcome = match tokio::time::timeout(limit, operation).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(KmsError::Unavailable(format!(
                     "the database did not answer within {} s",
-                    OPERATION_TIMEOUT.as_secs()
+                    limit.as_secs()
                 ))),
             };
             let _ = tx.send(outcome);
@@ -260,17 +304,25 @@ impl PostgresBackend {
             .map_err(|_| KmsError::Internal("the database task ended".into()))?
     }
 
-    fn migrate(&self) -> Result<(), KmsError> {
-        let pool = self.pool.clone();
-        self.run(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
+    /// Applies the migrations on a connection of its own, closed afterwards: the session's
+    /// advisory lock (one migrating process at a time) goes with it whatever happens.
+    fn migrate(
+        &self,
+        config: &tokio_postgres::Config,
+        tls: &tokio_postgres_rustls::MakeRustlsConnect,
+    ) -> Result<(), KmsError> {
+        let (config, tls) = (config.clone(), tls.clone());
+        self.run_within(MIGRATION_TIMEOUT, async move {
+            let (mut client, connection) = config.connect(tls).await.map_err(|e| db_error(&e))?;
+            // Ends when `client` is dropped, which closes the session.
+            tokio::spawn(connection);
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                 .await
                 .map_err(|e| db_error(&e))?;
             let outcome = migrations::runner()
                 .set_migration_table_name(HISTORY_TABLE)
-                .run_async(&mut **client)
+                .run_async(&mut client)
                 .await;
             let unlocked = client
                 .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
@@ -302,15 +354,21 @@ impl PostgresBackend {
 }
 
 /// Keeps a connection listening for changes, reconnecting with backoff; moves the stamp on
-/// each notification and each (re)connection, and clears `listening` while it is down.
+/// each change notification and each (re)connection, and clears `listening` while it is down.
 async fn listen(
-    config: tokio_postgres::Config,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    (config, tls): (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ),
+    pool: Pool,
     changes: Arc<Changes>,
     location: String,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut reported = false;
+    let mut me = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut me);
+    let me = hex::encode(me);
     loop {
         match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
@@ -320,8 +378,8 @@ async fn listen(
                         std::future::poll_fn(|cx| connection.poll_message(cx)).await
                     {
                         match message {
-                            Ok(AsyncMessage::Notification(_)) => {
-                                if tx.send(()).is_err() {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_string()).is_err() {
                                     break;
                                 }
                             }
@@ -335,14 +393,14 @@ async fn listen(
                     .await
                     .is_ok()
                 {
-                    changes.listening.store(true, Ordering::SeqCst);
-                    changes.moved();
-                    if reported {
+                    let heard = heed(&pool, &me, &mut rx, &changes).await;
+                    if heard && reported {
                         tracing::info!(store = %location, "listening for key changes again");
+                        reported = false;
                     }
-                    reported = false;
-                    backoff = Duration::from_millis(100);
-                    heed(&client, &mut rx, &changes).await;
+                    if heard {
+                        backoff = Duration::from_millis(100);
+                    }
                 }
                 changes.listening.store(false, Ordering::SeqCst);
                 changes.moved();
@@ -356,27 +414,62 @@ async fn listen(
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(HEARTBEAT);
     }
 }
 
-/// Moves the stamp on each notification until the connection ends or misses a heartbeat.
+/// Moves the stamp on each change notification. Every [`HEARTBEAT`] it notifies a ping of
+/// its own through another connection and must hear it back before the next: only then do
+/// notifications provably arrive (a pooler in transaction mode, say, would lose them), and
+/// only then is `listening` set. Returns, with `listening` to be cleared, when a ping is not
+/// heard in time or the connection ends; `true` if any ping was heard.
 async fn heed(
-    client: &tokio_postgres::Client,
-    notifications: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    pool: &Pool,
+    me: &str,
+    notifications: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
     changes: &Changes,
-) {
+) -> bool {
+    let mut heard = false;
+    let mut sent = 0u64;
+    let mut awaited: Option<String> = None;
+    let mut ticks = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
             received = notifications.recv() => match received {
-                Some(()) => changes.moved(),
-                None => return,
+                Some(payload) => match payload.strip_prefix("ping:") {
+                    Some(ping) => {
+                        if awaited.as_deref() == Some(ping) {
+                            awaited = None;
+                            if !heard {
+                                heard = true;
+                                changes.listening.store(true, Ordering::SeqCst);
+                                // Changes made before this moment may have been missed.
+                                changes.moved();
+                            }
+                        }
+                    }
+                    None => changes.moved(),
+                },
+                None => return heard,
             },
-            () = tokio::time::sleep(HEARTBEAT) => {
-                let alive = tokio::time::timeout(HEARTBEAT, client.simple_query("SELECT 1")).await;
-                if !matches!(alive, Ok(Ok(_))) {
-                    return;
+            _ = ticks.tick() => {
+                if awaited.is_some() {
+                    return heard;
                 }
+                sent += 1;
+                let ping = format!("{me}:{sent}");
+                let notified = tokio::time::timeout(HEARTBEAT, async {
+                    let client = pool.get().await.ok()?;
+                    client
+                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("ping:{ping}")])
+                        .await
+                        .ok()
+                })
+                .await;
+                if !matches!(notified, Ok(Some(_))) {
+                    return heard;
+                }
+                awaited = Some(ping);
             }
         }
     }
@@ -390,7 +483,10 @@ impl Backend for PostgresBackend {
     fn stamp(&self) -> Result<Stamp, KmsError> {
         let generation = self.changes.generation.load(Ordering::SeqCst);
         if self.changes.listening.load(Ordering::SeqCst) {
-            Ok((0, generation))
+            // A backstop: whatever happens to notifications, nothing is cached past the
+            // minute.
+            let minute = time::OffsetDateTime::now_utc().unix_timestamp() / 60;
+            Ok((minute, generation))
         } else {
             // Not told of changes: a stamp never seen before, so no cached entry is used.
             Ok((-1, self.changes.generation.fetch_add(1, Ordering::SeqCst)))
@@ -398,12 +494,13 @@ impl Backend for PostgresBackend {
     }
 
     fn select(&self, query: Query<'_>) -> Result<Vec<StoredKey>, KmsError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let pool = self.pool.clone();
         let sql = |filter: &str| format!("SELECT {COLUMNS} FROM g2p_kms_keys WHERE {filter}");
         let (statement, args): (String, Vec<Param>) = match query {
-            Query::All => (sql("true ORDER BY generated_at, alias"), vec![]),
+            Query::All => (sql("true ORDER BY generated_at, seq"), vec![]),
             Query::Pair(app, reference) => (
-                sql("application_id = $1 AND reference_id = $2 ORDER BY generated_at, alias"),
+                sql("application_id = $1 AND reference_id = $2 ORDER BY generated_at, seq"),
                 vec![app.into(), reference.into()],
             ),
             Query::Thumbprint(t) => (sql("thumbprint = $1"), vec![t.into()]),
@@ -414,7 +511,7 @@ impl Backend for PostgresBackend {
                 at,
                 margin,
             } => (
-                sql(&format!("{CURRENT} ORDER BY generated_at DESC, alias DESC")),
+                sql(&format!("{CURRENT} ORDER BY generated_at DESC, seq DESC")),
                 vec![
                     application_id.into(),
                     reference_id.into(),
@@ -472,7 +569,12 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn store_current(&self, key: &StoredKey, margin: i64, replace: bool) -> Result<bool, KmsError> {
+    fn store_current(
+        &self,
+        key: &StoredKey,
+        margin: i64,
+        replace: bool,
+    ) -> Result<Stored, KmsError> {
         let pool = self.pool.clone();
         let key = key.clone();
         let stored = self.run(async move {
@@ -493,7 +595,7 @@ impl Backend for PostgresBackend {
             ];
             if replace {
                 tx.execute(
-                    &format!("UPDATE g2p_kms_keys SET expires_at = $3 - 60 WHERE {CURRENT}"),
+                    &format!("UPDATE g2p_kms_keys SET expires_at = $3 - 60 WHERE {LIVE}"),
                     &args,
                 )
                 .await
@@ -501,18 +603,20 @@ impl Backend for PostgresBackend {
             } else {
                 let existing = tx
                     .query_opt(
-                        &format!("SELECT alias FROM g2p_kms_keys WHERE {CURRENT} LIMIT 1"),
+                        &format!(
+                            "SELECT {COLUMNS} FROM g2p_kms_keys WHERE {LIVE} ORDER BY generated_at DESC, seq DESC LIMIT 1"
+                        ),
                         &args,
                     )
                     .await
                     .map_err(|e| db_error(&e))?;
-                if existing.is_some() {
-                    return Ok(false);
+                if let Some(existing) = existing {
+                    return Ok(Stored::Theirs(Box::new(row_to_key(&existing))));
                 }
             }
             insert(&tx, &key).await?;
             tx.commit().await.map_err(|e| db_error(&e))?;
-            Ok(true)
+            Ok(Stored::Ours)
         })?;
         self.changes.moved();
         Ok(stored)
@@ -627,7 +731,7 @@ impl Backend for PostgresBackend {
             let keys = tx
                 .query(
                     &format!(
-                        "SELECT {COLUMNS}, private_key FROM g2p_kms_keys ORDER BY generated_at, alias"
+                        "SELECT {COLUMNS}, private_key FROM g2p_kms_keys ORDER BY generated_at, seq"
                     ),
                     &[],
                 )
@@ -640,14 +744,20 @@ impl Backend for PostgresBackend {
                 })
                 .collect();
             let realm_keys = tx
-                .query("SELECT name, wrapped FROM g2p_kms_realm_keys ORDER BY name", &[])
+                .query(
+                    "SELECT name, wrapped FROM g2p_kms_realm_keys ORDER BY name",
+                    &[],
+                )
                 .await
                 .map_err(|e| db_error(&e))?
                 .iter()
                 .map(|row| (row.get(0), row.get(1)))
                 .collect();
             let kek_check = tx
-                .query_opt("SELECT value FROM g2p_kms_meta WHERE name = 'kek_check'", &[])
+                .query_opt(
+                    "SELECT value FROM g2p_kms_meta WHERE name = 'kek_check'",
+                    &[],
+                )
                 .await
                 .map_err(|e| db_error(&e))?
                 .map(|row| row.get(0));
@@ -660,12 +770,31 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn import(&self, contents: &Contents) -> Result<(), KmsError> {
+    fn import(&self, contents: &Contents, replace: bool) -> Result<(), KmsError> {
         let pool = self.pool.clone();
         let contents = contents.clone();
+        let location = self.location.clone();
         self.run(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+            tx.batch_execute(
+                "LOCK TABLE g2p_kms_keys, g2p_kms_realm_keys, g2p_kms_meta IN EXCLUSIVE MODE",
+            )
+            .await
+            .map_err(|e| db_error(&e))?;
+            if !replace {
+                let held = tx
+                    .query_one(
+                        "SELECT (SELECT count(*) FROM g2p_kms_keys), (SELECT count(*) FROM g2p_kms_realm_keys), (SELECT count(*) FROM g2p_kms_meta WHERE name = 'kek_check')",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| db_error(&e))?;
+                let (keys, realms, checks): (i64, i64, i64) = (held.get(0), held.get(1), held.get(2));
+                if keys + realms + checks > 0 {
+                    return Err(super::backend::occupied(&location, keys, realms));
+                }
+            }
             tx.batch_execute(
                 "DELETE FROM g2p_kms_keys; DELETE FROM g2p_kms_realm_keys; DELETE FROM g2p_kms_meta WHERE name = 'kek_check';",
             )
@@ -695,6 +824,18 @@ impl Backend for PostgresBackend {
         })?;
         self.changes.moved();
         Ok(())
+    }
+
+    fn watching(&self) -> bool {
+        self.is_listening()
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    fn remote(&self) -> bool {
+        true
     }
 
     fn ready(&self) -> Result<(), KmsError> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::backend::{Backend, Contents, Query, Stamp, StoredKey};
+use super::backend::{Backend, Contents, Query, Stamp, Stored, StoredKey};
 use crate::error::KmsError;
 
 /// The versioned schema, `migrations/sqlite` of this crate.
@@ -29,6 +29,7 @@ pub struct SqliteBackend {
     path: PathBuf,
     dir: PathBuf,
     conn: Mutex<Connection>,
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SqliteBackend {
@@ -57,6 +58,10 @@ fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
 
 /// The condition of the pair's current keys (`?1` app, `?2` ref, `?3` at, `?4` margin).
 const CURRENT: &str = "application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND generated_at <= ?3 AND ?3 < expires_at - ?4";
+/// The pair's keys not yet ended at `?3`, whenever they were made: what the write lock's
+/// holder checks and a rotation ends (a key another process made a moment later counts).
+const LIVE: &str =
+    "application_id = ?1 AND reference_id = ?2 AND kind != 'partner' AND ?3 < expires_at - ?4";
 
 impl SqliteBackend {
     /// Opens (or creates) `dir/keys.db` and brings its schema up to date.
@@ -86,6 +91,7 @@ impl SqliteBackend {
             path: path.to_path_buf(),
             dir: dir.to_path_buf(),
             conn: Mutex::new(conn),
+            reads: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -144,6 +150,8 @@ impl Backend for SqliteBackend {
     }
 
     fn select(&self, query: Query<'_>) -> Result<Vec<StoredKey>, KmsError> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let conn = self.conn();
         let sql = |filter: &str| format!("SELECT {COLUMNS} FROM keys WHERE {filter}");
         let rows = match query {
@@ -207,31 +215,38 @@ impl Backend for SqliteBackend {
         wrapped.ok_or_else(|| KmsError::Internal(format!("no key {alias} in the store")))
     }
 
-    fn store_current(&self, key: &StoredKey, margin: i64, replace: bool) -> Result<bool, KmsError> {
+    fn store_current(
+        &self,
+        key: &StoredKey,
+        margin: i64,
+        replace: bool,
+    ) -> Result<Stored, KmsError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let at = key.generated_at;
         let pair = params![key.application_id, key.reference_id, at, margin];
         if replace {
             tx.execute(
-                &format!("UPDATE keys SET expires_at = ?3 - 60 WHERE {CURRENT}"),
+                &format!("UPDATE keys SET expires_at = ?3 - 60 WHERE {LIVE}"),
                 pair,
             )?;
         } else {
-            let existing: Option<String> = tx
+            let existing = tx
                 .query_row(
-                    &format!("SELECT alias FROM keys WHERE {CURRENT} LIMIT 1"),
+                    &format!(
+                        "SELECT {COLUMNS} FROM keys WHERE {LIVE} ORDER BY generated_at DESC, rowid DESC LIMIT 1"
+                    ),
                     pair,
-                    |r| r.get(0),
+                    row_to_key,
                 )
                 .optional()?;
-            if existing.is_some() {
-                return Ok(false);
+            if let Some(existing) = existing {
+                return Ok(Stored::Theirs(Box::new(existing)));
             }
         }
         insert(&tx, key)?;
         tx.commit()?;
-        Ok(true)
+        Ok(Stored::Ours)
     }
 
     fn set_expiry(&self, alias: &str, expires_at: i64) -> Result<(), KmsError> {
@@ -308,9 +323,21 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn import(&self, contents: &Contents) -> Result<(), KmsError> {
+    fn import(&self, contents: &Contents, replace: bool) -> Result<(), KmsError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let realm_files = crate::keyfile::realm_key_files(&self.dir)?.len();
+        if !replace {
+            let (keys, checks): (i64, i64) = tx.query_row(
+                "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM meta WHERE name = 'kek_check')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let realms = i64::try_from(realm_files).unwrap_or(i64::MAX);
+            if keys + checks + realms > 0 {
+                return Err(super::backend::occupied(&self.location(), keys, realms));
+            }
+        }
         tx.execute_batch("DELETE FROM keys; DELETE FROM meta WHERE name = 'kek_check';")?;
         for key in &contents.keys {
             insert(&tx, key)?;
@@ -333,6 +360,10 @@ impl Backend for SqliteBackend {
             }
         }
         Ok(())
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn ready(&self) -> Result<(), KmsError> {
