@@ -488,3 +488,30 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
         .await
         .map_err(|e| Failure::system(format!("server: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_database_urls() {
+        let url = "postgres://kms:s3cr3t@db/keys".to_string();
+        let dir = DataDirArg {
+            data_dir: None,
+            database_url: Some(url.clone()),
+            database_ca: None,
+        };
+        let migrate = MigrateArgs {
+            from: PathBuf::from("/var/lib/g2p"),
+            to: Some(url),
+            database_ca: None,
+            force: false,
+        };
+        for shown in [format!("{dir:?}"), format!("{migrate:?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+        let table = dir.settings(&Config::from_toml("").unwrap());
+        assert!(!format!("{table:?}").contains("s3cr3t"));
+    }
+}
