@@ -376,14 +376,13 @@ async fn replicas_share_one_database_through_rotation_a_kill_and_an_outage() {
         thumbprints.len() >= 3,
         "rotations not seen: {thumbprints:?}"
     );
-    let step = (sealed.len() / 150).max(1);
     // New clients (the load's clients remember the killed replica as failing for a while).
     let providers: Vec<_> = urls.iter().map(|u| provider(u, u)).collect();
     for p in &providers {
-        for c in sealed.iter().step_by(step) {
+        for c in &sealed {
             p.decrypt(c).await.unwrap();
         }
-        for t in signed.iter().step_by(step) {
+        for t in &signed {
             p.jwt_verify(t, None).await.unwrap();
         }
     }
