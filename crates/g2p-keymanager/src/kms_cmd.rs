@@ -35,6 +35,10 @@ pub enum KmsCommand {
     /// key (still wrapped), certificate and realm key; checked by reading the copy back and
     /// decrypting, through the database, ciphertexts sealed before the copy.
     Migrate(MigrateArgs),
+    /// Move the key-encryption key: re-wrap every private key and realm key under a new one
+    /// (`--to pkcs11`: into an HSM; `--to file`: back to a file, or a new file), in one
+    /// transaction, each checked; nothing is re-issued. Stop `kms serve` first.
+    MigrateKek(MigrateKekArgs),
 }
 
 /// `kms migrate` arguments. `Debug` hides the database URL (it may hold a password).
@@ -108,6 +112,44 @@ pub struct DataDirArg {
     /// A PEM file of CA certificates for the database server (default `[kms] database_ca`).
     #[arg(long, value_name = "PEM")]
     pub database_ca: Option<PathBuf>,
+    /// Where the key-encryption key is: `file` (the data directory's `kek`, or
+    /// `$G2P_KMS_KEK` when set), `env` (`$G2P_KMS_KEK`) or `pkcs11` (a non-extractable key in
+    /// a PKCS#11 token; the user PIN from `$G2P_KMS_PKCS11_PIN`). Default `[kms.kek] source`.
+    #[arg(long, value_name = "SOURCE", value_parser = ["file", "env", "pkcs11"])]
+    pub kek: Option<String>,
+    /// PKCS#11: the library, e.g. /usr/lib/softhsm/libsofthsm2.so (default `[kms.kek] module`).
+    #[arg(long, value_name = "PATH")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// PKCS#11: the token's label (default `[kms.kek] token_label`).
+    #[arg(long, value_name = "LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// PKCS#11: the slot's id, instead of the token's label (default `[kms.kek] slot`).
+    #[arg(long, value_name = "ID")]
+    pub pkcs11_slot: Option<u64>,
+    /// PKCS#11: the key's label (default `[kms.kek] key_label`, else `g2p-kms-kek`).
+    #[arg(long, value_name = "LABEL")]
+    pub pkcs11_key_label: Option<String>,
+}
+
+/// `kms migrate-kek` arguments.
+#[derive(Debug, Args)]
+pub struct MigrateKekArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// Where the key-encryption key goes: `pkcs11` (a new non-extractable key in the token
+    /// that `--pkcs11-*` or `[kms.kek]` name) or `file` (a new random key in the data
+    /// directory's `kek`). The current one is what `--kek` or `[kms.kek] source` says.
+    #[arg(long, value_name = "SOURCE", value_parser = ["file", "pkcs11"])]
+    pub to: String,
+}
+
+/// The `[kms.kek] source` a flag names.
+fn kek_kind(name: &str) -> g2p_kms::settings::KekKind {
+    match name {
+        "env" => g2p_kms::settings::KekKind::Env,
+        "pkcs11" => g2p_kms::settings::KekKind::Pkcs11,
+        _ => g2p_kms::settings::KekKind::File,
+    }
 }
 
 /// `Some("[redacted]")` for a given URL.
@@ -121,6 +163,11 @@ impl std::fmt::Debug for DataDirArg {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redacted(self.database_url.as_ref()))
             .field("database_ca", &self.database_ca)
+            .field("kek", &self.kek)
+            .field("pkcs11_module", &self.pkcs11_module)
+            .field("pkcs11_token_label", &self.pkcs11_token_label)
+            .field("pkcs11_slot", &self.pkcs11_slot)
+            .field("pkcs11_key_label", &self.pkcs11_key_label)
             .finish()
     }
 }
@@ -145,6 +192,21 @@ impl DataDirArg {
         }
         if let Some(ca) = &self.database_ca {
             table.database_ca = Some(ca.clone());
+        }
+        if let Some(kind) = &self.kek {
+            table.kek.source = kek_kind(kind);
+        }
+        if let Some(module) = &self.pkcs11_module {
+            table.kek.module = Some(module.clone());
+        }
+        if let Some(label) = &self.pkcs11_token_label {
+            table.kek.token_label = Some(label.clone());
+        }
+        if let Some(slot) = self.pkcs11_slot {
+            table.kek.slot = Some(slot);
+        }
+        if let Some(label) = &self.pkcs11_key_label {
+            table.kek.key_label = Some(label.clone());
         }
         table
     }
@@ -266,6 +328,16 @@ pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result
             );
             crate::io::write_output(None, text.as_bytes())
         }
+        KmsCommand::MigrateKek(args) => {
+            let result = migrate_kek_command(args, config).map_err(Failure::from);
+            audit_whole(audit, "migrate-kek", &result);
+            let (summary, after) = result?;
+            let text = format!(
+                "re-wrapped {} private keys and {} realm keys under the new key-encryption key\n{after}\n",
+                summary.private_keys, summary.realm_keys
+            );
+            crate::io::write_output(None, text.as_bytes())
+        }
         KmsCommand::Migrate(args) => {
             let result = migrate_command(args, config).map_err(Failure::from);
             audit_whole(audit, "migrate", &result);
@@ -311,6 +383,89 @@ pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result
     }
 }
 
+/// `kms migrate-kek`: the current key, the new one, the re-wrap; what to do next.
+fn migrate_kek_command(
+    args: &MigrateKekArgs,
+    config: &Config,
+) -> Result<(g2p_kms::migrate::RewrapSummary, String), g2p_kms::KmsError> {
+    use g2p_kms::settings::KekKind;
+    let table = args.dir.settings(config);
+    let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
+    let shared = table.database(env).is_some();
+    let backend = table.backend(&dir, env)?;
+    let from = table
+        .kek
+        .load(table.kek.source, &dir, &env, (true, shared))?;
+    if kek_kind(&args.to) == KekKind::Pkcs11 {
+        if table.kek.source == KekKind::Pkcs11 {
+            return Err(g2p_kms::KmsError::Config(
+                "the key-encryption key is in the token already; to leave it, --to file".into(),
+            ));
+        }
+        let to = table
+            .kek
+            .load(KekKind::Pkcs11, &dir, &env, (false, shared))?;
+        let summary = g2p_kms::migrate::rewrap(backend.as_ref(), &from, &to)?;
+        let after = format!(
+            "the store is now wrapped under the {}: start with --kek pkcs11 and the same --pkcs11-* flags (or [kms.kek] source = \"pkcs11\"), and remove the old key ({}) once every replica runs so",
+            to.source(),
+            from.source()
+        );
+        return Ok((summary, after));
+    }
+    // A new random key, in a file beside the store: written first (kept if the re-wrap
+    // fails, so nothing is ever wrapped under a key that is nowhere), moved into place after.
+    let fresh = dir.join("kek.new");
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom")
+            .map_err(|e| g2p_kms::KmsError::Internal(format!("no randomness: {e}")))?,
+        bytes.as_mut_slice(),
+    )
+    .map_err(|e| g2p_kms::KmsError::Internal(format!("no randomness: {e}")))?;
+    let created = g2p_encryption::files::create_private_once(&fresh, bytes.as_slice())
+        .map_err(|e| g2p_kms::KmsError::Config(format!("cannot write {}: {e}", fresh.display())))?;
+    if !created {
+        return Err(g2p_kms::KmsError::Config(format!(
+            "{} exists (left by an earlier migrate-kek?): if the store opens with it, move it to {}; else remove it and run again",
+            fresh.display(),
+            dir.join(g2p_kms::kek::KEK_FILE).display()
+        )));
+    }
+    let to = g2p_kms::Kek::from_bytes(bytes.as_slice())?;
+    let summary = match g2p_kms::migrate::rewrap(backend.as_ref(), &from, &to) {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_file(&fresh);
+            return Err(e);
+        }
+    };
+    let target = dir.join(g2p_kms::kek::KEK_FILE);
+    std::fs::rename(&fresh, &target).map_err(|e| {
+        g2p_kms::KmsError::Config(format!(
+            "the store is wrapped under the key in {}, which could not be moved to {}: {e}; move it by hand",
+            fresh.display(),
+            target.display()
+        ))
+    })?;
+    let _ = g2p_encryption::files::sync_dir(&dir);
+    let after = format!(
+        "the new key is {}{}; start with --kek file (the default){}",
+        target.display(),
+        if shared {
+            " — give every replica a copy"
+        } else {
+            ""
+        },
+        if env(g2p_kms::kek::KEK_ENV).is_some() {
+            ", and unset G2P_KMS_KEK (it holds the old key)"
+        } else {
+            ""
+        }
+    );
+    Ok((summary, after))
+}
+
 /// `kms migrate`: the source's key-encryption key, the target's connection, the copy.
 fn migrate_command(
     args: &MigrateArgs,
@@ -320,6 +475,11 @@ fn migrate_command(
         data_dir: None,
         database_url: args.to.clone(),
         database_ca: args.database_ca.clone(),
+        kek: None,
+        pkcs11_module: None,
+        pkcs11_token_label: None,
+        pkcs11_slot: None,
+        pkcs11_key_label: None,
     }
     .settings(config);
     let database = table.database(env).ok_or_else(|| {
@@ -327,8 +487,9 @@ fn migrate_command(
             "kms migrate needs the database to copy into: --to postgres://… (or $G2P_KMS_DATABASE_URL)".into(),
         )
     })?;
-    let kek_env = env(g2p_kms::kek::KEK_ENV);
-    let kek = g2p_kms::Kek::load_existing(&args.from, kek_env.as_deref())?;
+    let kek = table
+        .kek
+        .load(table.kek.source, &args.from, &env, (true, true))?;
     let target = g2p_kms::store::PostgresBackend::connect(&database)?;
     g2p_kms::migrate::migrate(&args.from, kek, Box::new(target), args.force)
 }
@@ -500,6 +661,11 @@ mod tests {
             data_dir: None,
             database_url: Some(url.clone()),
             database_ca: None,
+            kek: None,
+            pkcs11_module: None,
+            pkcs11_token_label: None,
+            pkcs11_slot: None,
+            pkcs11_key_label: None,
         };
         let migrate = MigrateArgs {
             from: PathBuf::from("/var/lib/g2p"),
@@ -512,6 +678,7 @@ mod tests {
             assert!(shown.contains("[redacted]"), "{shown}");
         }
         let table = dir.settings(&Config::from_toml("").unwrap());
+        assert_eq!(table.kek.source, g2p_kms::settings::KekKind::File);
         assert!(!format!("{table:?}").contains("s3cr3t"));
     }
 }

@@ -1,8 +1,9 @@
 //! The key-encryption key: wraps private keys at rest with AES-256-GCM.
 //!
-//! Taken from `G2P_KMS_KEK` (base64, 32 bytes) when set, else from the file `kek` in the data
-//! directory, created with mode 0600 on first start. A check value stored with the keys tells
-//! at start-up whether this is the key they were wrapped under.
+//! Three sources: `G2P_KMS_KEK` (base64, 32 bytes); the file `kek` in the data directory,
+//! created with mode 0600 on first start; or a PKCS#11 token ([`crate::pkcs11`]), where the
+//! key never enters the process. The wrapped format is the same for all three. A check value
+//! stored with the keys tells at start-up whether this is the key they were wrapped under.
 
 use std::path::Path;
 
@@ -21,14 +22,23 @@ pub const STORE_FILE: &str = "keys.db";
 const CHECK_CONTEXT: &[u8] = b"kek-check";
 const CHECK_PLAINTEXT: &[u8] = b"g2p-kms key-encryption key check";
 
-/// A 32-byte AES-256-GCM key. `Debug` shows nothing of it.
+/// An AES-256-GCM key-encryption key: in memory, or in a PKCS#11 token. `Debug` shows
+/// nothing of it.
 pub struct Kek {
-    key: LessSafeKey,
+    inner: Inner,
+}
+
+enum Inner {
+    Local(LessSafeKey),
+    Token(std::sync::Arc<crate::pkcs11::TokenKek>),
 }
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Kek([redacted])")
+        match &self.inner {
+            Inner::Local(_) => f.write_str("Kek([redacted])"),
+            Inner::Token(token) => write!(f, "Kek({})", token.description()),
+        }
     }
 }
 
@@ -47,8 +57,28 @@ impl Kek {
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| KmsError::Config("unusable key-encryption key".into()))?;
         Ok(Kek {
-            key: LessSafeKey::new(key),
+            inner: Inner::Local(LessSafeKey::new(key)),
         })
+    }
+
+    /// The key in a PKCS#11 token.
+    pub fn token(token: crate::pkcs11::TokenKek) -> Self {
+        Kek {
+            inner: Inner::Token(std::sync::Arc::new(token)),
+        }
+    }
+
+    /// Where the key is, for messages: "the kek file or G2P_KMS_KEK", or the token's key.
+    pub fn source(&self) -> String {
+        match &self.inner {
+            Inner::Local(_) => format!("{KEK_ENV} or kek file"),
+            Inner::Token(token) => token.description().to_string(),
+        }
+    }
+
+    /// Whether the key is in a token.
+    pub fn in_token(&self) -> bool {
+        matches!(self.inner, Inner::Token(_))
     }
 
     /// Loads the key: `env_value` (base64) when given, else `<dir>/kek`, created if missing.
@@ -149,14 +179,19 @@ impl Kek {
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce)
             .map_err(|_| KmsError::Internal("no randomness".into()))?;
-        let mut sealed = plaintext.to_vec();
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context),
-                &mut sealed,
-            )
-            .map_err(|_| KmsError::Internal("wrapping failed".into()))?;
+        let sealed = match &self.inner {
+            Inner::Local(key) => {
+                let mut sealed = plaintext.to_vec();
+                key.seal_in_place_append_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(context),
+                    &mut sealed,
+                )
+                .map_err(|_| KmsError::Internal("wrapping failed".into()))?;
+                sealed
+            }
+            Inner::Token(token) => token.seal(&nonce, context, plaintext)?,
+        };
         let mut out = nonce.to_vec();
         out.extend(sealed);
         Ok(out)
@@ -168,10 +203,13 @@ impl Kek {
             return None;
         }
         let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+        let key = match &self.inner {
+            Inner::Local(key) => key,
+            Inner::Token(token) => return token.open_sealed(nonce, context, sealed),
+        };
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buffer = Zeroizing::new(sealed.to_vec());
-        let len = self
-            .key
+        let len = key
             .open_in_place(nonce, Aad::from(context), buffer.as_mut_slice())
             .ok()?
             .len();

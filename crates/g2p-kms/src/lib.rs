@@ -18,6 +18,7 @@ pub mod keyfile;
 mod kms;
 mod local;
 pub mod migrate;
+pub mod pkcs11;
 pub mod policy;
 pub mod server;
 pub mod settings;

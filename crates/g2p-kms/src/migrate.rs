@@ -155,6 +155,78 @@ pub fn migrate(
     })
 }
 
+/// What `kms migrate-kek` re-wrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrapSummary {
+    /// Private keys re-wrapped.
+    pub private_keys: usize,
+    /// Realm signing keys re-wrapped.
+    pub realm_keys: usize,
+}
+
+/// Re-wraps every private key and realm key of the store in `backend` from the key-encryption
+/// key `from` to `to`, in one transaction: each is unwrapped with `from`, wrapped with `to`,
+/// and the new wrapping is opened again before anything is written; the store's check value
+/// becomes `to`'s. Nothing is re-issued: key ids, certificates and ciphertexts stay as they
+/// are. Stop every process that uses the store first (they hold keys wrapped the old way).
+///
+/// # Errors
+/// [`KmsError::Config`] when `from` does not open the store or one of its keys; database
+/// errors. Nothing is written then.
+pub fn rewrap(backend: &dyn Backend, from: &Kek, to: &Kek) -> Result<RewrapSummary, KmsError> {
+    let mut contents = backend.export()?;
+    let location = backend.location();
+    if !contents.kek_check.as_ref().is_some_and(|c| from.made(c)) {
+        return Err(config(format!(
+            "the key-encryption key ({}) does not open the key store in {location}; nothing was changed",
+            from.source()
+        )));
+    }
+    let rewrapped = |context: &[u8], wrapped: &[u8], what: &str| -> Result<Vec<u8>, KmsError> {
+        let plain = from.unwrap(context, wrapped).ok_or_else(|| {
+            config(format!(
+                "{what} in {location} does not unwrap: the store is damaged; nothing was changed"
+            ))
+        })?;
+        let again = to.wrap(context, &plain)?;
+        if to.unwrap(context, &again).as_deref().map(Vec::as_slice) != Some(plain.as_slice()) {
+            return Err(config(format!(
+                "{what} does not open again under the new key-encryption key ({}); nothing was changed",
+                to.source()
+            )));
+        }
+        Ok(again)
+    };
+    let mut private_keys = 0;
+    for key in &mut contents.keys {
+        if let Some(wrapped) = &key.private_key {
+            let what = format!("key {}", key.key_id);
+            key.private_key = Some(rewrapped(key.alias.as_bytes(), wrapped, &what)?);
+            private_keys += 1;
+        }
+    }
+    for (name, wrapped) in &mut contents.realm_keys {
+        let context = crate::keyfile::realm_context(name);
+        *wrapped = rewrapped(
+            context.as_bytes(),
+            wrapped,
+            &format!("the signing key of realm {name}"),
+        )?;
+    }
+    contents.kek_check = Some(to.check_value()?);
+    backend.import(&contents, true)?;
+    let after = backend.export()?;
+    if !after.kek_check.as_ref().is_some_and(|c| to.made(c)) {
+        return Err(config(format!(
+            "the store in {location} does not read back under the new key-encryption key"
+        )));
+    }
+    Ok(RewrapSummary {
+        private_keys,
+        realm_keys: contents.realm_keys.len(),
+    })
+}
+
 /// The key opens the source's check value, every private key and every realm key.
 fn check_source(source: &Contents, kek: &Kek, from: &Path) -> Result<(), KmsError> {
     if !source.kek_check.as_ref().is_some_and(|c| kek.made(c)) {
@@ -266,5 +338,51 @@ mod tests {
         );
         let e = migrate(to.path().join("nowhere").as_path(), key(), target(), true).unwrap_err();
         assert!(e.to_string().contains("no key store"), "{e}");
+    }
+
+    #[test]
+    fn rewrapping_moves_a_store_to_another_key_without_reissuing_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = || Kek::load(dir.path(), None).unwrap();
+        let kms = crate::Kms::open(dir.path(), old(), StoreOptions::default()).unwrap();
+        let params = CipherParams::default();
+        let sealed = kms
+            .encrypt("REGISTRATION", "ENCRYPT", &params, b"kept")
+            .unwrap();
+        let realm = kms.store().realm_key("openg2p").unwrap();
+        let ids: Vec<String> = kms
+            .store()
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key_id)
+            .collect();
+        drop(kms);
+        let new = || Kek::from_bytes(&[0x42; 32]).unwrap();
+        let backend = SqliteBackend::open(dir.path()).unwrap();
+        // The wrong current key changes nothing.
+        let e = rewrap(&backend, &new(), &old()).unwrap_err();
+        assert!(e.to_string().contains("does not open"), "{e}");
+        let summary = rewrap(&backend, &old(), &new()).unwrap();
+        assert_eq!(summary.private_keys, ids.len());
+        assert_eq!(summary.realm_keys, 1);
+        drop(backend);
+        let e = crate::Kms::open(dir.path(), old(), StoreOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        let kms = crate::Kms::open(dir.path(), new(), StoreOptions::default()).unwrap();
+        let after: Vec<String> = kms
+            .store()
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key_id)
+            .collect();
+        assert_eq!(after, ids);
+        assert_eq!(
+            kms.decrypt("REGISTRATION", "ENCRYPT", &params, &sealed)
+                .unwrap(),
+            b"kept"
+        );
+        assert_eq!(*kms.store().realm_key("openg2p").unwrap(), *realm);
     }
 }

@@ -89,6 +89,93 @@ pub struct KmsSettings {
     /// `[kms.tls]`: read by the command that serves the key manager.
     #[serde(default)]
     pub tls: Option<serde::de::IgnoredAny>,
+    /// `[kms.kek]`: where the key-encryption key is (default: the data directory's `kek`
+    /// file, or `G2P_KMS_KEK` when set).
+    #[serde(default)]
+    pub kek: KekSettings,
+}
+
+/// Where the key-encryption key is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KekKind {
+    /// `G2P_KMS_KEK` when set, else the data directory's `kek` file (made for a new store).
+    #[default]
+    File,
+    /// `G2P_KMS_KEK`, which must be set.
+    Env,
+    /// A non-extractable key in a PKCS#11 token; the PIN from `G2P_KMS_PKCS11_PIN`.
+    Pkcs11,
+}
+
+/// `[kms.kek]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KekSettings {
+    /// `file` (the default), `env` or `pkcs11`.
+    #[serde(default)]
+    pub source: KekKind,
+    /// PKCS#11: the library's path.
+    pub module: Option<PathBuf>,
+    /// PKCS#11: the token's label.
+    pub token_label: Option<String>,
+    /// PKCS#11: the slot's id (instead of the token's label).
+    pub slot: Option<u64>,
+    /// PKCS#11: the key's label (default `g2p-kms-kek`).
+    pub key_label: Option<String>,
+}
+
+impl KekSettings {
+    /// The PKCS#11 part.
+    pub fn pkcs11(&self) -> crate::pkcs11::Pkcs11Settings {
+        crate::pkcs11::Pkcs11Settings {
+            module: self.module.clone(),
+            token_label: self.token_label.clone(),
+            slot: self.slot,
+            key_label: self.key_label.clone(),
+        }
+    }
+
+    /// The key these settings name (`env` read through `env`): for a store that exists
+    /// already (`store_exists`), or one shared by replicas (`shared`), none is made up — a
+    /// file KEK must be there, a token's key must be found.
+    ///
+    /// # Errors
+    /// [`KmsError::Config`] naming what is missing or wrong.
+    pub fn load(
+        &self,
+        kind: KekKind,
+        dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        (store_exists, shared): (bool, bool),
+    ) -> Result<crate::Kek, KmsError> {
+        let from_env = env(crate::kek::KEK_ENV).filter(|v| !v.trim().is_empty());
+        match kind {
+            KekKind::Pkcs11 => {
+                let pin = env(crate::pkcs11::PIN_ENV)
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| {
+                        KmsError::Config(format!(
+                            "the PKCS#11 token's user PIN is needed: set {}",
+                            crate::pkcs11::PIN_ENV
+                        ))
+                    })?;
+                let token = crate::pkcs11::TokenKek::open(&self.pkcs11(), &pin, !store_exists)?;
+                Ok(crate::Kek::token(token))
+            }
+            KekKind::Env => {
+                let value = from_env.ok_or_else(|| {
+                    KmsError::Config(format!(
+                        "[kms.kek] source = \"env\" but {} is not set",
+                        crate::kek::KEK_ENV
+                    ))
+                })?;
+                crate::Kek::load(dir, Some(&value))
+            }
+            KekKind::File if shared => crate::Kek::load_existing(dir, from_env.as_deref()),
+            KekKind::File => crate::Kek::load(dir, from_env.as_deref()),
+        }
+    }
 }
 
 /// One client of the token endpoint. `Debug` shows no secret.
@@ -171,6 +258,30 @@ impl KmsSettings {
         })
     }
 
+    /// The backend of the configured store without opening a key store over it (for
+    /// administration that works on rows: `kms migrate-kek`).
+    ///
+    /// # Errors
+    /// As [`crate::store::PostgresBackend::connect`] and [`crate::store::SqliteBackend::open`];
+    /// [`KmsError::Config`] when `dir` holds no store.
+    pub fn backend(
+        &self,
+        dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Box<dyn crate::store::Backend>, KmsError> {
+        match self.database(&env) {
+            Some(database) => Ok(Box::new(crate::store::PostgresBackend::connect(&database)?)),
+            None if dir.join(crate::kek::STORE_FILE).is_file() => {
+                Ok(Box::new(crate::store::SqliteBackend::open(dir)?))
+            }
+            None => Err(KmsError::Config(format!(
+                "no key store in {} ({} is missing)",
+                dir.display(),
+                crate::kek::STORE_FILE
+            ))),
+        }
+    }
+
     /// Where the keys are, for messages: the database (never its password) or `dir`.
     pub fn describe_store(&self, dir: &Path, env: impl Fn(&str) -> Option<String>) -> String {
         match self.database(env) {
@@ -202,21 +313,22 @@ impl KmsSettings {
         must_exist: bool,
     ) -> Result<crate::Kms, KmsError> {
         use crate::store::Backend;
-        let kek_env = env(crate::kek::KEK_ENV);
         match self.database(&env) {
             Some(database) => {
-                let kek = crate::Kek::load_existing(dir, kek_env.as_deref())?;
                 let backend = crate::store::PostgresBackend::connect(&database)?;
-                if must_exist && !backend.has_keys("ROOT", "")? {
+                let exists = backend.has_keys("ROOT", "")?;
+                if must_exist && !exists {
                     return Err(KmsError::Config(format!(
                         "no key store in the {}; check the database URL, or create a store by starting `kms serve` once (or `kms migrate` an existing one into it)",
                         backend.location()
                     )));
                 }
+                let kek = self.kek.load(self.kek.source, dir, &env, (exists, true))?;
                 crate::Kms::open_with(Box::new(backend), kek, self.store_options()?)
             }
             None => {
-                let kek = crate::Kek::load(dir, kek_env.as_deref())?;
+                let exists = dir.join(crate::kek::STORE_FILE).is_file();
+                let kek = self.kek.load(self.kek.source, dir, &env, (exists, false))?;
                 crate::Kms::open(dir, kek, self.store_options()?)
             }
         }

@@ -17,6 +17,7 @@ pub mod hostile;
 pub mod jose;
 pub mod keys;
 pub mod postgres;
+pub mod softhsm;
 
 pub use fake::{FakeKeymanager, FakeOptions};
 pub use keys::TestKey;

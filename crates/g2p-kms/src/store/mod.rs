@@ -171,9 +171,9 @@ impl KeyStore {
             Ok(())
         } else {
             Err(KmsError::Config(format!(
-                "the key-encryption key does not match the keys in {} (wrong {} or kek file); refusing to start",
+                "the key-encryption key does not match the keys in {} (wrong {}); refusing to start",
                 self.backend.location(),
-                crate::kek::KEK_ENV
+                self.kek.source()
             )))
         }
     }

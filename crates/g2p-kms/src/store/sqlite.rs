@@ -351,6 +351,14 @@ impl Backend for SqliteBackend {
         tx.commit()?;
         drop(conn);
         for (name, wrapped) in &contents.realm_keys {
+            if replace {
+                crate::keyfile::check_realm_name(name)?;
+                let path = self.dir.join(crate::keyfile::realm_file(name));
+                g2p_encryption::files::write_atomically(&path, wrapped).map_err(|e| {
+                    KmsError::Config(format!("cannot write {}: {e}", path.display()))
+                })?;
+                continue;
+            }
             let kept = crate::keyfile::realm_key_file(&self.dir, name, &|| Ok(wrapped.clone()))?;
             if kept != *wrapped {
                 return Err(KmsError::Config(format!(
