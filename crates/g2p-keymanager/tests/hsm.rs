@@ -242,6 +242,44 @@ async fn a_store_under_a_token_kek_serves_rotates_restarts_and_moves() {
     );
     assert_eq!(p.decrypt(&after).await.unwrap(), b"after rotation");
     stop(child);
+
+    // The embedded provider (here the command line's encrypt and decrypt) over the same
+    // store, the token named by the configuration file's [kms.kek].
+    let config = data.path().join("g2p.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kms.kek]\nsource = \"pkcs11\"\nmodule = \"{}\"\ntoken_label = \"{TOKEN_LABEL}\"\nkey_label = \"kek-2\"\n",
+            hsm.module().display()
+        ),
+    )
+    .unwrap();
+    let embedded = |args: &[&str], input: &[u8]| {
+        let mut child = common::command(
+            &[&["--config", config.to_str().unwrap()], args].concat(),
+            &dir,
+        )
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .env("G2P_KMS_PKCS11_PIN", USER_PIN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let sealed_here = embedded(&["encrypt"], b"through the embedded provider");
+    assert_eq!(
+        embedded(&["decrypt"], &sealed_here),
+        b"through the embedded provider"
+    );
 }
 
 fn base64_key(byte: u8) -> String {

@@ -13,6 +13,7 @@
 //! both share the cores.
 #![forbid(unsafe_code)]
 
+mod kek;
 mod replicas;
 mod server;
 
@@ -53,6 +54,28 @@ enum Cmd {
     Kms {
         #[command(flatten)]
         common: Common,
+        /// An argument added to `kms serve` (repeatable), e.g. `--serve-arg=--kek`.
+        #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
+        serve_args: Vec<String>,
+        /// An environment variable of `kms serve`, `NAME=VALUE` (repeatable; the variables of
+        /// this process that configure g2p-keymanager are not passed on).
+        #[arg(long = "serve-env", value_name = "NAME=VALUE")]
+        serve_env: Vec<String>,
+    },
+    /// The key-encryption key's cost per unwrap of a private key (what a cold key costs the
+    /// first request that needs it): in memory (a file KEK) and in a PKCS#11 token, with the
+    /// RSA key's parse on top. Token: `--pkcs11-module`, `--pkcs11-token-label`, the PIN from
+    /// `$G2P_KMS_PKCS11_PIN`, `SOFTHSM2_CONF` for SoftHSM.
+    Kek {
+        /// The PKCS#11 library.
+        #[arg(long)]
+        pkcs11_module: std::path::PathBuf,
+        /// The token's label.
+        #[arg(long)]
+        pkcs11_token_label: String,
+        /// Unwraps timed per KEK.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
     },
     /// `kms serve` replicas over one PostgreSQL database: decrypt and jwtSign throughput of
     /// one replica and of two (clients spread over both, tokens from the first) against the
@@ -405,18 +428,21 @@ async fn kms_bodies(
     Ok((encrypt_request, crypto_body(data)?, sign_request))
 }
 
-async fn kms(common: &Common) -> Result<()> {
-    let server = Server::start(
-        &common.bin,
-        &[
-            "kms",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--client",
-            "load:load-secret",
-        ],
-    )?;
+async fn kms(common: &Common, serve_args: &[String], serve_env: &[String]) -> Result<()> {
+    let mut args = vec![
+        "kms",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--client",
+        "load:load-secret",
+    ];
+    args.extend(serve_args.iter().map(String::as_str));
+    let env = serve_env
+        .iter()
+        .map(|pair| pair.split_once('=').context("--serve-env takes NAME=VALUE"))
+        .collect::<Result<Vec<_>>>()?;
+    let server = Server::start_with_env(&common.bin, &args, &env)?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(common.clients)
         .build()?;
@@ -470,7 +496,16 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         match &cli.command {
             Cmd::Gateway { common, batch } => gateway(common, *batch).await,
-            Cmd::Kms { common } => kms(common).await,
+            Cmd::Kms {
+                common,
+                serve_args,
+                serve_env,
+            } => kms(common, serve_args, serve_env).await,
+            Cmd::Kek {
+                pkcs11_module,
+                pkcs11_token_label,
+                count,
+            } => kek::run(pkcs11_module, pkcs11_token_label, *count),
             Cmd::Replicas {
                 common,
                 database_url,
