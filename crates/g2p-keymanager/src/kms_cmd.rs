@@ -34,30 +34,11 @@ pub enum KmsCommand {
     /// Copy the key store of a data directory into a PostgreSQL database, for replicas: every
     /// key (still wrapped), certificate and realm key; checked by reading the copy back and
     /// decrypting, through the database, ciphertexts sealed before the copy.
-    Migrate(MigrateArgs),
+    Migrate(crate::kms_migrate::MigrateArgs),
     /// Move the key-encryption key: re-wrap every private key and realm key under a new one
     /// (`--to pkcs11`: into an HSM; `--to file`: back to a file, or a new file), in one
     /// transaction, each checked; nothing is re-issued. Stop `kms serve` first.
-    MigrateKek(MigrateKekArgs),
-}
-
-/// `kms migrate` arguments. `Debug` hides the database URL (it may hold a password).
-#[derive(Args)]
-pub struct MigrateArgs {
-    /// The data directory whose key store is copied; its `kek` file (or `$G2P_KMS_KEK`) is
-    /// the key-encryption key, which the replicas must then be given.
-    #[arg(long, value_name = "DIR")]
-    pub from: PathBuf,
-    /// The database to copy into, `postgres://…` (default `[kms] database_url`, else
-    /// `$G2P_KMS_DATABASE_URL`; the environment keeps a password out of the process list).
-    #[arg(long, value_name = "URL")]
-    pub to: Option<String>,
-    /// A PEM file of CA certificates for the database server (default `[kms] database_ca`).
-    #[arg(long, value_name = "PEM")]
-    pub database_ca: Option<PathBuf>,
-    /// Replace a key store the database already holds (its keys are lost).
-    #[arg(long)]
-    pub force: bool,
+    MigrateKek(crate::kms_migrate::MigrateKekArgs),
 }
 
 /// `kms backup` arguments.
@@ -131,20 +112,8 @@ pub struct DataDirArg {
     pub pkcs11_key_label: Option<String>,
 }
 
-/// `kms migrate-kek` arguments.
-#[derive(Debug, Args)]
-pub struct MigrateKekArgs {
-    #[command(flatten)]
-    pub dir: DataDirArg,
-    /// Where the key-encryption key goes: `pkcs11` (a new non-extractable key in the token
-    /// that `--pkcs11-*` or `[kms.kek]` name) or `file` (a new random key in the data
-    /// directory's `kek`). The current one is what `--kek` or `[kms.kek] source` says.
-    #[arg(long, value_name = "SOURCE", value_parser = ["file", "pkcs11"])]
-    pub to: String,
-}
-
 /// The `[kms.kek] source` a flag names.
-fn kek_kind(name: &str) -> g2p_kms::settings::KekKind {
+pub(crate) fn kek_kind(name: &str) -> g2p_kms::settings::KekKind {
     match name {
         "env" => g2p_kms::settings::KekKind::Env,
         "pkcs11" => g2p_kms::settings::KekKind::Pkcs11,
@@ -153,7 +122,7 @@ fn kek_kind(name: &str) -> g2p_kms::settings::KekKind {
 }
 
 /// `Some("[redacted]")` for a given URL.
-fn redacted(url: Option<&String>) -> Option<&'static str> {
+pub(crate) fn redacted(url: Option<&String>) -> Option<&'static str> {
     url.map(|_| "[redacted]")
 }
 
@@ -172,20 +141,9 @@ impl std::fmt::Debug for DataDirArg {
     }
 }
 
-impl std::fmt::Debug for MigrateArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MigrateArgs")
-            .field("from", &self.from)
-            .field("to", &redacted(self.to.as_ref()))
-            .field("database_ca", &self.database_ca)
-            .field("force", &self.force)
-            .finish()
-    }
-}
-
 impl DataDirArg {
     /// The `[kms]` table with these flags applied.
-    fn settings(&self, config: &Config) -> KmsSettings {
+    pub(crate) fn settings(&self, config: &Config) -> KmsSettings {
         let mut table = config.kms().clone();
         if let Some(url) = &self.database_url {
             table.database_url = Some(url.clone().into());
@@ -263,7 +221,7 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
 }
 
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
@@ -328,39 +286,8 @@ pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result
             );
             crate::io::write_output(None, text.as_bytes())
         }
-        KmsCommand::MigrateKek(args) => {
-            let result = migrate_kek_command(args, config).map_err(Failure::from);
-            audit_whole(audit, "migrate-kek", &result);
-            let (summary, after) = result?;
-            let text = format!(
-                "re-wrapped {} private keys and {} realm keys under the new key-encryption key\n{after}\n",
-                summary.private_keys, summary.realm_keys
-            );
-            crate::io::write_output(None, text.as_bytes())
-        }
-        KmsCommand::Migrate(args) => {
-            let result = migrate_command(args, config).map_err(Failure::from);
-            audit_whole(audit, "migrate", &result);
-            let summary = result?;
-            let text = format!(
-                "copied {} into the database{}\n{} keys ({} with a private key), realm keys: {}; {} ciphertexts sealed before the copy decrypt from the database\nstart the replicas with the same key-encryption key and --database-url\n",
-                args.from.display(),
-                if summary.replaced {
-                    ", replacing the store it held"
-                } else {
-                    ""
-                },
-                summary.keys,
-                summary.private_keys,
-                if summary.realms.is_empty() {
-                    "none".to_string()
-                } else {
-                    summary.realms.join(", ")
-                },
-                summary.verified_ciphertexts
-            );
-            crate::io::write_output(None, text.as_bytes())
-        }
+        KmsCommand::MigrateKek(args) => crate::kms_migrate::migrate_kek(args, config, audit),
+        KmsCommand::Migrate(args) => crate::kms_migrate::migrate(args, config, audit),
         KmsCommand::Restore(args) => {
             let dir = config.kms().data_dir(args.data_dir.as_deref(), env);
             let from_env = env(g2p_kms::kek::KEK_ENV).filter(|v| !v.trim().is_empty());
@@ -383,119 +310,8 @@ pub async fn run(command: &KmsCommand, config: &Config, audit: &Audit) -> Result
     }
 }
 
-/// `kms migrate-kek`: the current key, the new one, the re-wrap; what to do next.
-fn migrate_kek_command(
-    args: &MigrateKekArgs,
-    config: &Config,
-) -> Result<(g2p_kms::migrate::RewrapSummary, String), g2p_kms::KmsError> {
-    use g2p_kms::settings::KekKind;
-    let table = args.dir.settings(config);
-    let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
-    let shared = table.database(env).is_some();
-    let backend = table.backend(&dir, env)?;
-    let from = table
-        .kek
-        .load(table.kek.source, &dir, &env, (true, shared))?;
-    if kek_kind(&args.to) == KekKind::Pkcs11 {
-        if table.kek.source == KekKind::Pkcs11 {
-            return Err(g2p_kms::KmsError::Config(
-                "the key-encryption key is in the token already; to leave it, --to file".into(),
-            ));
-        }
-        let to = table
-            .kek
-            .load(KekKind::Pkcs11, &dir, &env, (false, shared))?;
-        let summary = g2p_kms::migrate::rewrap(backend.as_ref(), &from, &to)?;
-        let after = format!(
-            "the store is now wrapped under the {}: start with --kek pkcs11 and the same --pkcs11-* flags (or [kms.kek] source = \"pkcs11\"), and remove the old key ({}) once every replica runs so",
-            to.source(),
-            from.source()
-        );
-        return Ok((summary, after));
-    }
-    // A new random key, in a file beside the store: written first (kept if the re-wrap
-    // fails, so nothing is ever wrapped under a key that is nowhere), moved into place after.
-    let fresh = dir.join("kek.new");
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom")
-            .map_err(|e| g2p_kms::KmsError::Internal(format!("no randomness: {e}")))?,
-        bytes.as_mut_slice(),
-    )
-    .map_err(|e| g2p_kms::KmsError::Internal(format!("no randomness: {e}")))?;
-    let created = g2p_encryption::files::create_private_once(&fresh, bytes.as_slice())
-        .map_err(|e| g2p_kms::KmsError::Config(format!("cannot write {}: {e}", fresh.display())))?;
-    if !created {
-        return Err(g2p_kms::KmsError::Config(format!(
-            "{} exists (left by an earlier migrate-kek?): if the store opens with it, move it to {}; else remove it and run again",
-            fresh.display(),
-            dir.join(g2p_kms::kek::KEK_FILE).display()
-        )));
-    }
-    let to = g2p_kms::Kek::from_bytes(bytes.as_slice())?;
-    let summary = match g2p_kms::migrate::rewrap(backend.as_ref(), &from, &to) {
-        Ok(summary) => summary,
-        Err(e) => {
-            let _ = std::fs::remove_file(&fresh);
-            return Err(e);
-        }
-    };
-    let target = dir.join(g2p_kms::kek::KEK_FILE);
-    std::fs::rename(&fresh, &target).map_err(|e| {
-        g2p_kms::KmsError::Config(format!(
-            "the store is wrapped under the key in {}, which could not be moved to {}: {e}; move it by hand",
-            fresh.display(),
-            target.display()
-        ))
-    })?;
-    let _ = g2p_encryption::files::sync_dir(&dir);
-    let after = format!(
-        "the new key is {}{}; start with --kek file (the default){}",
-        target.display(),
-        if shared {
-            " — give every replica a copy"
-        } else {
-            ""
-        },
-        if env(g2p_kms::kek::KEK_ENV).is_some() {
-            ", and unset G2P_KMS_KEK (it holds the old key)"
-        } else {
-            ""
-        }
-    );
-    Ok((summary, after))
-}
-
-/// `kms migrate`: the source's key-encryption key, the target's connection, the copy.
-fn migrate_command(
-    args: &MigrateArgs,
-    config: &Config,
-) -> Result<g2p_kms::migrate::MigrationSummary, g2p_kms::KmsError> {
-    let table = DataDirArg {
-        data_dir: None,
-        database_url: args.to.clone(),
-        database_ca: args.database_ca.clone(),
-        kek: None,
-        pkcs11_module: None,
-        pkcs11_token_label: None,
-        pkcs11_slot: None,
-        pkcs11_key_label: None,
-    }
-    .settings(config);
-    let database = table.database(env).ok_or_else(|| {
-        g2p_kms::KmsError::Config(
-            "kms migrate needs the database to copy into: --to postgres://… (or $G2P_KMS_DATABASE_URL)".into(),
-        )
-    })?;
-    let kek = table
-        .kek
-        .load(table.kek.source, &args.from, &env, (true, true))?;
-    let target = g2p_kms::store::PostgresBackend::connect(&database)?;
-    g2p_kms::migrate::migrate(&args.from, kek, Box::new(target), args.force)
-}
-
 /// Records a whole-store operation in the audit trail.
-fn audit_whole<T>(audit: &Audit, operation: &'static str, result: &Result<T, Failure>) {
+pub(crate) fn audit_whole<T>(audit: &Audit, operation: &'static str, result: &Result<T, Failure>) {
     let done = usize::from(result.is_ok());
     audit.record_pair(
         operation,
@@ -656,6 +472,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_database_urls() {
+        use crate::kms_migrate::MigrateArgs;
         let url = "postgres://kms:s3cr3t@db/keys".to_string();
         let dir = DataDirArg {
             data_dir: None,

@@ -10,6 +10,7 @@ mod commands;
 mod failure;
 mod io;
 mod kms_cmd;
+mod kms_migrate;
 mod records_io;
 mod registry_cmd;
 mod registry_db;

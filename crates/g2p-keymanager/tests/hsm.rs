@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -60,22 +59,7 @@ fn serve(hsm: &SoftHsm, dir: &Path, extra: &[String]) -> (Child, String) {
     ];
     args.extend(extra.iter().map(String::as_str));
     std::fs::create_dir_all(dir).unwrap();
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut child = kms(hsm, dir, Some(USER_PIN), &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(
-        first.starts_with("http://"),
-        "kms serve did not start: {}",
-        std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-    );
-    (child, first.trim().to_string())
+    common::start_server(kms(hsm, dir, Some(USER_PIN), &args), &dir.join("serve.log"))
 }
 
 fn stop(mut child: Child) {

@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,8 +28,7 @@ struct Replica {
 }
 
 fn start(database: &str, kek: &str, listen: &str, dir: &std::path::Path) -> (Child, String) {
-    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
-    let mut child = common::command(
+    let mut cmd = common::command(
         &[
             "kms",
             "serve",
@@ -44,23 +42,10 @@ fn start(database: &str, kek: &str, listen: &str, dir: &std::path::Path) -> (Chi
             PUBLIC_URL,
         ],
         dir,
-    )
-    .env("G2P_KMS_DATABASE_URL", database)
-    .env("G2P_KMS_KEK", kek)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::from(log))
-    .spawn()
-    .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(
-        first.starts_with("http://"),
-        "replica did not start: {first:?}\n{}",
-        std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
     );
-    (child, first.trim().to_string())
+    cmd.env("G2P_KMS_DATABASE_URL", database)
+        .env("G2P_KMS_KEK", kek);
+    common::start_server(cmd, &dir.join("stderr.log"))
 }
 
 impl Replica {

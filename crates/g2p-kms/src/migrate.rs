@@ -82,13 +82,45 @@ pub fn migrate(
     // Checked again inside the import's transaction: a store made meanwhile (a replica
     // started against the database) is not deleted without --force.
     to.import(&source, force)?;
+    verify_copy(&source, &samples, to, kek)?;
+    // A key made in the source during the copy (a `kms serve` still running on it) would be
+    // missing from the target.
+    let after = SqliteBackend::open(from)?.export()?;
+    if by_alias(&after.keys) != by_alias(&source.keys) || after.realm_keys != source.realm_keys {
+        return Err(config(format!(
+            "the key store in {} changed during the copy (is a kms serve still running on it?); stop what uses it and migrate again with --force",
+            from.display()
+        )));
+    }
+    Ok(MigrationSummary {
+        keys: source.keys.len(),
+        private_keys: source
+            .keys
+            .iter()
+            .filter(|k| k.private_key.is_some())
+            .count(),
+        realms: source.realm_keys.iter().map(|(n, _)| n.clone()).collect(),
+        verified_ciphertexts: samples.len(),
+        replaced: occupied,
+    })
+}
+
+/// Keys in alias order: backends order keys made in the same second differently.
+fn by_alias(keys: &[crate::store::StoredKey]) -> Vec<crate::store::StoredKey> {
+    let mut keys = keys.to_vec();
+    keys.sort_by(|a, b| a.alias.cmp(&b.alias));
+    keys
+}
+
+/// The copy in `to` reads back as `source`, and through a key manager over it every sample
+/// decrypts and every realm key opens.
+fn verify_copy(
+    source: &Contents,
+    samples: &[Sample],
+    to: Box<dyn Backend>,
+    kek: Kek,
+) -> Result<(), KmsError> {
     let copied = to.export()?;
-    // Backends order keys made in the same second differently: compare by alias.
-    let by_alias = |keys: &[crate::store::StoredKey]| {
-        let mut keys = keys.to_vec();
-        keys.sort_by(|a, b| a.alias.cmp(&b.alias));
-        keys
-    };
     if by_alias(&copied.keys) != by_alias(&source.keys)
         || copied.realm_keys != source.realm_keys
         || copied.kek_check != source.kek_check
@@ -108,7 +140,7 @@ pub fn migrate(
     };
     let location = to.location();
     let kms = crate::Kms::open_with(to, kek, options)?;
-    for sample in &samples {
+    for sample in samples {
         let opened = kms
             .decrypt(
                 &sample.application_id,
@@ -133,26 +165,7 @@ pub fn migrate(
     for (name, _) in &source.realm_keys {
         kms.store().realm_key(name)?;
     }
-    // A key made in the source during the copy (a `kms serve` still running on it) would be
-    // missing from the target.
-    let after = SqliteBackend::open(from)?.export()?;
-    if by_alias(&after.keys) != by_alias(&source.keys) || after.realm_keys != source.realm_keys {
-        return Err(config(format!(
-            "the key store in {} changed during the copy (is a kms serve still running on it?); stop what uses it and migrate again with --force",
-            from.display()
-        )));
-    }
-    Ok(MigrationSummary {
-        keys: source.keys.len(),
-        private_keys: source
-            .keys
-            .iter()
-            .filter(|k| k.private_key.is_some())
-            .count(),
-        realms: source.realm_keys.iter().map(|(n, _)| n.clone()).collect(),
-        verified_ciphertexts: samples.len(),
-        replaced: occupied,
-    })
+    Ok(())
 }
 
 /// What `kms migrate-kek` re-wrapped.

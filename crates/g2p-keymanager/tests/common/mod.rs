@@ -155,3 +155,25 @@ pub fn issue(ca: &Ca, names: &[&str]) -> (String, String) {
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
     (cert.pem(), key.serialize_pem())
 }
+
+/// Starts `cmd` (a server) with stdout captured and stderr written to `log`; returns it and
+/// the first line it prints (its URL), which must start with `http`, else the log is shown.
+pub fn start_server(mut cmd: Command, log: &std::path::Path) -> (Child, String) {
+    use std::io::BufRead;
+    let file = std::fs::File::create(log).unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("http"),
+        "the server did not start: {first:?}\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    (child, first.trim().to_string())
+}

@@ -17,13 +17,17 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{AsyncMessage, Row};
+use tokio_postgres::Row;
 
 use super::backend::{Backend, Contents, Query, Stamp, Stored, StoredKey};
+use changes::{Changes, listen};
+
+mod changes;
+mod contents;
 use crate::error::KmsError;
 
 /// The versioned schema, `migrations/postgres` of this crate.
@@ -35,16 +39,12 @@ use schema::migrations;
 /// The table refinery records applied migrations in (the database may be shared with other
 /// programs that use refinery).
 pub(crate) const HISTORY_TABLE: &str = "g2p_kms_schema_history";
-/// The channel the keys table's trigger notifies.
-const CHANNEL: &str = "g2p_kms_keys";
 /// Longest wait for a pooled connection, and to make one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest an operation may take before the database counts as unavailable.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest the schema migration may take (it may wait for another process's).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often the listening connection is asked whether it is alive, and how long it has.
-const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Most pooled connections when none is configured.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// Lock key of the migration: one process migrates at a time.
@@ -78,20 +78,6 @@ impl std::fmt::Debug for PostgresOptions {
             .field("ca", &self.ca)
             .field("pool_size", &self.pool_size)
             .finish()
-    }
-}
-
-/// The change signal: moved by every notification, by this process's writes, and at each
-/// (re)connection of the listener.
-#[derive(Debug, Default)]
-struct Changes {
-    generation: AtomicU64,
-    listening: AtomicBool,
-}
-
-impl Changes {
-    fn moved(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -353,128 +339,6 @@ impl PostgresBackend {
     }
 }
 
-/// Keeps a connection listening for changes, reconnecting with backoff; moves the stamp on
-/// each change notification and each (re)connection, and clears `listening` while it is down.
-async fn listen(
-    (config, tls): (
-        tokio_postgres::Config,
-        tokio_postgres_rustls::MakeRustlsConnect,
-    ),
-    pool: Pool,
-    changes: Arc<Changes>,
-    location: String,
-) {
-    let mut backoff = Duration::from_millis(100);
-    let mut reported = false;
-    let mut me = [0u8; 8];
-    let _ = aws_lc_rs::rand::fill(&mut me);
-    let me = hex::encode(me);
-    loop {
-        match config.connect(tls.clone()).await {
-            Ok((client, mut connection)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let driver = tokio::spawn(async move {
-                    while let Some(message) =
-                        std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                    {
-                        match message {
-                            Ok(AsyncMessage::Notification(n)) => {
-                                if tx.send(n.payload().to_string()).is_err() {
-                                    break;
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                });
-                if client
-                    .batch_execute(&format!("LISTEN {CHANNEL}"))
-                    .await
-                    .is_ok()
-                {
-                    let heard = heed(&pool, &me, &mut rx, &changes).await;
-                    if heard && reported {
-                        tracing::info!(store = %location, "listening for key changes again");
-                        reported = false;
-                    }
-                    if heard {
-                        backoff = Duration::from_millis(100);
-                    }
-                }
-                changes.listening.store(false, Ordering::SeqCst);
-                changes.moved();
-                driver.abort();
-            }
-            Err(e) => {
-                if !reported {
-                    tracing::warn!(store = %location, error = %g2p_postgres::describe_error(&e), "cannot listen for key changes; caches are bypassed until the database answers");
-                    reported = true;
-                }
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(HEARTBEAT);
-    }
-}
-
-/// Moves the stamp on each change notification. Every [`HEARTBEAT`] it notifies a ping of
-/// its own through another connection and must hear it back before the next: only then do
-/// notifications provably arrive (a pooler in transaction mode, say, would lose them), and
-/// only then is `listening` set. Returns, with `listening` to be cleared, when a ping is not
-/// heard in time or the connection ends; `true` if any ping was heard.
-async fn heed(
-    pool: &Pool,
-    me: &str,
-    notifications: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    changes: &Changes,
-) -> bool {
-    let mut heard = false;
-    let mut sent = 0u64;
-    let mut awaited: Option<String> = None;
-    let mut ticks = tokio::time::interval(HEARTBEAT);
-    loop {
-        tokio::select! {
-            received = notifications.recv() => match received {
-                Some(payload) => match payload.strip_prefix("ping:") {
-                    Some(ping) => {
-                        if awaited.as_deref() == Some(ping) {
-                            awaited = None;
-                            if !heard {
-                                heard = true;
-                                changes.listening.store(true, Ordering::SeqCst);
-                                // Changes made before this moment may have been missed.
-                                changes.moved();
-                            }
-                        }
-                    }
-                    None => changes.moved(),
-                },
-                None => return heard,
-            },
-            _ = ticks.tick() => {
-                if awaited.is_some() {
-                    return heard;
-                }
-                sent += 1;
-                let ping = format!("{me}:{sent}");
-                let notified = tokio::time::timeout(HEARTBEAT, async {
-                    let client = pool.get().await.ok()?;
-                    client
-                        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("ping:{ping}")])
-                        .await
-                        .ok()
-                })
-                .await;
-                if !matches!(notified, Ok(Some(_))) {
-                    return heard;
-                }
-                awaited = Some(ping);
-            }
-        }
-    }
-}
-
 impl Backend for PostgresBackend {
     fn location(&self) -> String {
         self.location.clone()
@@ -719,109 +583,14 @@ impl Backend for PostgresBackend {
 
     fn export(&self) -> Result<Contents, KmsError> {
         let pool = self.pool.clone();
-        self.run(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(|e| db_error(&e))?;
-            let keys = tx
-                .query(
-                    &format!(
-                        "SELECT {COLUMNS}, private_key FROM g2p_kms_keys ORDER BY generated_at, seq"
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| db_error(&e))?
-                .iter()
-                .map(|row| StoredKey {
-                    private_key: row.get(10),
-                    ..row_to_key(row)
-                })
-                .collect();
-            let realm_keys = tx
-                .query(
-                    "SELECT name, wrapped FROM g2p_kms_realm_keys ORDER BY name",
-                    &[],
-                )
-                .await
-                .map_err(|e| db_error(&e))?
-                .iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect();
-            let kek_check = tx
-                .query_opt(
-                    "SELECT value FROM g2p_kms_meta WHERE name = 'kek_check'",
-                    &[],
-                )
-                .await
-                .map_err(|e| db_error(&e))?
-                .map(|row| row.get(0));
-            tx.commit().await.map_err(|e| db_error(&e))?;
-            Ok(Contents {
-                keys,
-                realm_keys,
-                kek_check,
-            })
-        })
+        self.run(async move { contents::export(&pool).await })
     }
 
     fn import(&self, contents: &Contents, replace: bool) -> Result<(), KmsError> {
         let pool = self.pool.clone();
         let contents = contents.clone();
         let location = self.location.clone();
-        self.run(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
-            let tx = client.transaction().await.map_err(|e| db_error(&e))?;
-            tx.batch_execute(
-                "LOCK TABLE g2p_kms_keys, g2p_kms_realm_keys, g2p_kms_meta IN EXCLUSIVE MODE",
-            )
-            .await
-            .map_err(|e| db_error(&e))?;
-            if !replace {
-                let held = tx
-                    .query_one(
-                        "SELECT (SELECT count(*) FROM g2p_kms_keys), (SELECT count(*) FROM g2p_kms_realm_keys), (SELECT count(*) FROM g2p_kms_meta WHERE name = 'kek_check')",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| db_error(&e))?;
-                let (keys, realms, checks): (i64, i64, i64) = (held.get(0), held.get(1), held.get(2));
-                if keys + realms + checks > 0 {
-                    return Err(super::backend::occupied(&location, keys, realms));
-                }
-            }
-            tx.batch_execute(
-                "DELETE FROM g2p_kms_keys; DELETE FROM g2p_kms_realm_keys; DELETE FROM g2p_kms_meta WHERE name = 'kek_check';",
-            )
-            .await
-            .map_err(|e| db_error(&e))?;
-            for key in &contents.keys {
-                insert(&tx, key).await?;
-            }
-            for (name, wrapped) in &contents.realm_keys {
-                tx.execute(
-                    "INSERT INTO g2p_kms_realm_keys (name, wrapped) VALUES ($1, $2)",
-                    &[name, wrapped],
-                )
-                .await
-                .map_err(|e| db_error(&e))?;
-            }
-            if let Some(check) = &contents.kek_check {
-                tx.execute(
-                    "INSERT INTO g2p_kms_meta (name, value) VALUES ('kek_check', $1)",
-                    &[check],
-                )
-                .await
-                .map_err(|e| db_error(&e))?;
-            }
-            tx.commit().await.map_err(|e| db_error(&e))?;
-            Ok(())
-        })?;
+        self.run(async move { contents::import(&pool, &contents, replace, &location).await })?;
         self.changes.moved();
         Ok(())
     }
