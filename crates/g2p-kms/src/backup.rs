@@ -176,7 +176,7 @@ pub fn backup_backend(
             realm_keys: Vec::new(),
             ..contents.clone()
         },
-        true,
+        crate::store::Import::Replacing,
     )?;
     drop(copy);
     let copy = Connection::open(&temp)?;

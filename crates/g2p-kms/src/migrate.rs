@@ -19,7 +19,7 @@ use g2p_mosip::cipher::{CipherParams, Sealer};
 
 use crate::error::KmsError;
 use crate::kek::{KEK_ENV, Kek};
-use crate::store::{Backend, Contents, SqliteBackend, StoreOptions};
+use crate::store::{Backend, Contents, Import, SqliteBackend, StoreOptions};
 
 /// Most ciphertexts sealed before a migration and decrypted after it.
 const SAMPLE: usize = 8;
@@ -81,7 +81,12 @@ pub fn migrate(
     let samples = seal_samples(&source)?;
     // Checked again inside the import's transaction: a store made meanwhile (a replica
     // started against the database) is not deleted without --force.
-    to.import(&source, force)?;
+    let mode = if force {
+        Import::Replacing
+    } else {
+        Import::IntoEmpty
+    };
+    to.import(&source, mode)?;
     verify_copy(&source, &samples, to, kek)?;
     // A key made in the source during the copy (a `kms serve` still running on it) would be
     // missing from the target.
@@ -187,7 +192,8 @@ pub struct RewrapSummary {
 /// [`KmsError::Config`] when `from` does not open the store or one of its keys; database
 /// errors. Nothing is written then.
 pub fn rewrap(backend: &dyn Backend, from: &Kek, to: &Kek) -> Result<RewrapSummary, KmsError> {
-    let mut contents = backend.export()?;
+    let original = backend.export()?;
+    let mut contents = original.clone();
     let location = backend.location();
     if !contents.kek_check.as_ref().is_some_and(|c| from.made(c)) {
         return Err(config(format!(
@@ -227,7 +233,9 @@ pub fn rewrap(backend: &dyn Backend, from: &Kek, to: &Kek) -> Result<RewrapSumma
         )?;
     }
     contents.kek_check = Some(to.check_value()?);
-    backend.import(&contents, true)?;
+    // Written only if the store is still what was read (a process that made a key meanwhile
+    // would lose it otherwise).
+    backend.import(&contents, Import::ReplacingExactly(&original))?;
     let after = backend.export()?;
     if !after.kek_check.as_ref().is_some_and(|c| to.made(c)) {
         return Err(config(format!(

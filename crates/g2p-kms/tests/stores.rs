@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use g2p_encryption::{EncryptionProvider, SignOptions, SignPayload};
-use g2p_kms::store::backend::{Query, Stored};
+use g2p_kms::store::backend::{Import, Query, Stored};
 use g2p_kms::store::{Backend, PostgresBackend, PostgresOptions, SqliteBackend, StoredKey};
 use g2p_kms::{
     Kek, KeyStore, Kms, KmsError, LocalProvider, LocalSettings, Minting, Policies, StoreOptions,
@@ -357,7 +357,10 @@ fn a_data_directory_migrates_into_it(store: &Store) {
         .unwrap()
         .export()
         .unwrap();
-    let e = store.backend().import(&contents, false).unwrap_err();
+    let e = store
+        .backend()
+        .import(&contents, Import::IntoEmpty)
+        .unwrap_err();
     assert!(e.to_string().contains("already holds a key store"), "{e}");
     assert_eq!(after.store().list().unwrap().len(), keys.len());
 }
@@ -379,19 +382,27 @@ fn the_pair_lock_counts_a_key_made_a_moment_later(store: &Store) {
         expires_at: at + 86_400,
         kind: "base".into(),
     };
+    let check = backend.kek_check(b"check value").unwrap();
     let t = now();
     assert_eq!(
-        backend.store_current(&row(1, t + 5), 0, false).unwrap(),
+        backend
+            .store_current(&row(1, t + 5), (0, false), &check)
+            .unwrap(),
         Stored::Ours
     );
     // The loser is told the winner's key.
-    let Stored::Theirs(theirs) = backend.store_current(&row(2, t), 0, false).unwrap() else {
+    let Stored::Theirs(theirs) = backend
+        .store_current(&row(2, t), (0, false), &check)
+        .unwrap()
+    else {
         panic!("a second current key was stored");
     };
     assert_eq!(theirs.alias, "race-1");
     // A rotation as of the earlier moment ends the later key too.
     assert_eq!(
-        backend.store_current(&row(3, t), 0, true).unwrap(),
+        backend
+            .store_current(&row(3, t), (0, true), &check)
+            .unwrap(),
         Stored::Ours
     );
     let live: Vec<String> = backend
@@ -402,6 +413,30 @@ fn the_pair_lock_counts_a_key_made_a_moment_later(store: &Store) {
         .map(|k| k.alias)
         .collect();
     assert_eq!(live, vec!["race-3".to_string()]);
+    // A process that opened the store under another KEK (migrate-kek ran since) stores
+    // nothing: its key would be wrapped under the old one.
+    let e = backend
+        .store_current(&row(4, t), (0, true), b"the old check value")
+        .unwrap_err();
+    assert!(e.to_string().contains("migrate-kek"), "{e}");
+    // A rewrite of the whole store (migrate-kek) is refused when the store changed since it
+    // was read, and goes through when it did not.
+    let read = backend.export().unwrap();
+    assert_eq!(
+        backend
+            .store_current(&row(5, t), (0, true), &check)
+            .unwrap(),
+        Stored::Ours
+    );
+    let e = backend
+        .import(&read, Import::ReplacingExactly(&read))
+        .unwrap_err();
+    assert!(e.to_string().contains("changed while"), "{e}");
+    let now_read = backend.export().unwrap();
+    backend
+        .import(&now_read, Import::ReplacingExactly(&now_read))
+        .unwrap();
+    assert_eq!(backend.export().unwrap().keys.len(), now_read.keys.len());
 }
 
 type Behaviour = fn(&Store);

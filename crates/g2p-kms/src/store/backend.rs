@@ -62,6 +62,43 @@ pub struct Contents {
     pub kek_check: Option<Vec<u8>>,
 }
 
+/// What an import may replace.
+#[derive(Debug, Clone, Copy)]
+pub enum Import<'a> {
+    /// Nothing: the store must be empty (no keys, realm keys or KEK check value).
+    IntoEmpty,
+    /// Anything.
+    Replacing,
+    /// Exactly these contents (as [`Backend::export`] gave them): if anything changed since,
+    /// nothing is written.
+    ReplacingExactly(&'a Contents),
+}
+
+/// Whether two exports hold the same (keys compared in alias order: backends order keys made
+/// in the same second differently).
+pub fn same_contents(a: &Contents, b: &Contents) -> bool {
+    let by_alias = |c: &Contents| {
+        let mut keys = c.keys.clone();
+        keys.sort_by(|x, y| x.alias.cmp(&y.alias));
+        keys
+    };
+    a.kek_check == b.kek_check && a.realm_keys == b.realm_keys && by_alias(a) == by_alias(b)
+}
+
+/// The error for an import into a store that changed since it was read.
+pub(crate) fn changed(location: &str) -> KmsError {
+    KmsError::Config(format!(
+        "the key store in {location} changed while it was being rewritten (is a kms serve still running on it?); nothing was changed: stop what uses it and run again"
+    ))
+}
+
+/// The error for storing a key under a KEK the store no longer uses.
+pub(crate) fn kek_changed(location: &str) -> KmsError {
+    KmsError::Config(format!(
+        "the key-encryption key of {location} was changed (kms migrate-kek) since this process opened it; restart it with the new one"
+    ))
+}
+
 /// What [`Backend::store_current`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
@@ -128,7 +165,9 @@ pub trait Backend: Send + Sync {
     fn wrapped_private(&self, alias: &str) -> Result<Option<Vec<u8>>, KmsError>;
 
     /// Stores `key` as the current key of its pair in one transaction holding the pair's
-    /// lock, unless another key of the pair is live at `key.generated_at` (not ended, less
+    /// lock — refused when the store's KEK check value is no longer `kek_check` (the one this
+    /// process opened it with: `kms migrate-kek` ran since) — unless another key of the pair
+    /// is live at `key.generated_at` (not ended, less
     /// `margin`; made before or after that moment): then nothing is written and the answer is
     /// that key, the newest such. With `replace`, the live keys are ended (expiry one minute
     /// before) in the same transaction and `key` is always stored.
@@ -138,8 +177,8 @@ pub trait Backend: Send + Sync {
     fn store_current(
         &self,
         key: &StoredKey,
-        margin: i64,
-        replace: bool,
+        margin_and_replace: (i64, bool),
+        kek_check: &[u8],
     ) -> Result<Stored, KmsError>;
 
     /// Sets the expiry of `alias`.
@@ -179,14 +218,13 @@ pub trait Backend: Send + Sync {
     /// Database errors.
     fn export(&self) -> Result<Contents, KmsError>;
 
-    /// Writes `contents` in one transaction. Without `replace`, a store that holds anything
-    /// (keys, realm keys, a KEK check value) is refused — checked in that transaction, with
-    /// the tables locked; with it, what the store held is deleted first.
+    /// Writes `contents` in one transaction, in place of what the store holds, as `mode`
+    /// allows — checked in that transaction, with the store locked.
     ///
     /// # Errors
-    /// [`KmsError::Config`] for a store that is not empty (without `replace`); database
+    /// [`KmsError::Config`] when the store holds what `mode` does not allow; database
     /// errors. Nothing is written then.
-    fn import(&self, contents: &Contents, replace: bool) -> Result<(), KmsError>;
+    fn import(&self, contents: &Contents, mode: Import<'_>) -> Result<(), KmsError>;
 
     /// Whether the store can be used now (the database answers).
     ///

@@ -149,7 +149,14 @@ impl KeyStore {
             expires_at,
             kind: kind.as_str().into(),
         };
-        if let Stored::Theirs(theirs) = self.backend.store_current(&row, margin, replace)? {
+        let kek_check = self
+            .kek_check
+            .get()
+            .ok_or_else(|| KmsError::Internal("the store was not opened".into()))?;
+        if let Stored::Theirs(theirs) =
+            self.backend
+                .store_current(&row, (margin, replace), kek_check)?
+        {
             return Ok(Err(super::record::into_record(*theirs)?));
         }
         Ok(Ok(KeyRecord {

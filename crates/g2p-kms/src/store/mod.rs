@@ -24,7 +24,7 @@ pub mod postgres;
 mod record;
 pub mod sqlite;
 
-pub use backend::{Backend, Contents, StoredKey};
+pub use backend::{Backend, Contents, Import, StoredKey};
 pub use certs::CsrSubject;
 pub(crate) use certs::generate_pkcs8;
 use lookup::RecordCache;
@@ -85,6 +85,8 @@ impl Default for StoreOptions {
 pub struct KeyStore {
     backend: Box<dyn Backend>,
     kek: Kek,
+    /// The store's KEK check value when this process opened it.
+    kek_check: std::sync::OnceLock<Vec<u8>>,
     policies: Policies,
     /// Unwrapped private keys of recently used records, by alias.
     loaded: moka::sync::Cache<String, Arc<LoadedKey>>,
@@ -135,6 +137,7 @@ impl KeyStore {
         let store = KeyStore {
             backend,
             kek,
+            kek_check: std::sync::OnceLock::new(),
             policies: options.policies,
             loaded: moka::sync::Cache::new(CACHED_PRIVATE_KEYS),
             records: Mutex::new(RecordCache::default()),
@@ -168,6 +171,7 @@ impl KeyStore {
             );
         }
         if self.kek.made(&stored) {
+            let _ = self.kek_check.set(stored);
             Ok(())
         } else {
             Err(KmsError::Config(format!(

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::backend::{Backend, Contents, Query, Stamp, Stored, StoredKey};
+use super::backend::{
+    Backend, Contents, Import, Query, Stamp, Stored, StoredKey, changed, kek_changed, same_contents,
+};
 use crate::error::KmsError;
 
 /// The versioned schema, `migrations/sqlite` of this crate.
@@ -218,11 +220,19 @@ impl Backend for SqliteBackend {
     fn store_current(
         &self,
         key: &StoredKey,
-        margin: i64,
-        replace: bool,
+        (margin, replace): (i64, bool),
+        kek_check: &[u8],
     ) -> Result<Stored, KmsError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stored: Option<Vec<u8>> = tx
+            .query_row("SELECT value FROM meta WHERE name = 'kek_check'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if stored.as_deref() != Some(kek_check) {
+            return Err(kek_changed(&self.location()));
+        }
         let at = key.generated_at;
         let pair = params![key.application_id, key.reference_id, at, margin];
         if replace {
@@ -299,34 +309,21 @@ impl Backend for SqliteBackend {
     fn export(&self) -> Result<Contents, KmsError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let keys = tx
-            .prepare(&format!(
-                "SELECT {COLUMNS}, private_key FROM keys ORDER BY generated_at, rowid"
-            ))?
-            .query_map([], |row| {
-                let mut key = row_to_key(row)?;
-                key.private_key = row.get(10)?;
-                Ok(key)
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let kek_check = tx
-            .query_row("SELECT value FROM meta WHERE name = 'kek_check'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let contents = read_all(&tx, &self.dir)?;
         drop(tx);
-        drop(conn);
-        Ok(Contents {
-            keys,
-            realm_keys: crate::keyfile::realm_key_files(&self.dir)?,
-            kek_check,
-        })
+        Ok(contents)
     }
 
-    fn import(&self, contents: &Contents, replace: bool) -> Result<(), KmsError> {
+    fn import(&self, contents: &Contents, mode: Import<'_>) -> Result<(), KmsError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let realm_files = crate::keyfile::realm_key_files(&self.dir)?.len();
+        if let Import::ReplacingExactly(expected) = mode
+            && !same_contents(&read_all(&tx, &self.dir)?, expected)
+        {
+            return Err(changed(&self.location()));
+        }
+        let replace = !matches!(mode, Import::IntoEmpty);
         if !replace {
             let (keys, checks): (i64, i64) = tx.query_row(
                 "SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM meta WHERE name = 'kek_check')",
@@ -379,6 +376,30 @@ impl Backend for SqliteBackend {
             .query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))?;
         Ok(())
     }
+}
+
+/// Everything the store holds, read in `tx`.
+fn read_all(tx: &rusqlite::Transaction<'_>, dir: &Path) -> Result<Contents, KmsError> {
+    let keys = tx
+        .prepare(&format!(
+            "SELECT {COLUMNS}, private_key FROM keys ORDER BY generated_at, rowid"
+        ))?
+        .query_map([], |row| {
+            let mut key = row_to_key(row)?;
+            key.private_key = row.get(10)?;
+            Ok(key)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let kek_check = tx
+        .query_row("SELECT value FROM meta WHERE name = 'kek_check'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(Contents {
+        keys,
+        realm_keys: crate::keyfile::realm_key_files(dir)?,
+        kek_check,
+    })
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, key: &StoredKey) -> Result<(), KmsError> {

@@ -1,11 +1,11 @@
 //! Everything a PostgreSQL store holds, read in one consistent transaction and written in
 //! one: what migrations, backups and a change of key-encryption key move.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 
 use super::{COLUMNS, db_error, insert, pool_error, row_to_key};
 use crate::error::KmsError;
-use crate::store::backend::{Contents, StoredKey};
+use crate::store::backend::{Contents, Import, StoredKey, changed, same_contents};
 
 /// Every key, realm key and the KEK's check value, in one repeatable-read transaction.
 pub(super) async fn export(pool: &Pool) -> Result<Contents, KmsError> {
@@ -17,6 +17,13 @@ pub(super) async fn export(pool: &Pool) -> Result<Contents, KmsError> {
         .start()
         .await
         .map_err(|e| db_error(&e))?;
+    let contents = read_all(&tx).await?;
+    tx.commit().await.map_err(|e| db_error(&e))?;
+    Ok(contents)
+}
+
+/// Everything the store holds, read in `tx`.
+async fn read_all(tx: &Transaction<'_>) -> Result<Contents, KmsError> {
     let keys = tx
         .query(
             &format!("SELECT {COLUMNS}, private_key FROM g2p_kms_keys ORDER BY generated_at, seq"),
@@ -48,7 +55,6 @@ pub(super) async fn export(pool: &Pool) -> Result<Contents, KmsError> {
         .await
         .map_err(|e| db_error(&e))?
         .map(|row| row.get(0));
-    tx.commit().await.map_err(|e| db_error(&e))?;
     Ok(Contents {
         keys,
         realm_keys,
@@ -56,12 +62,12 @@ pub(super) async fn export(pool: &Pool) -> Result<Contents, KmsError> {
     })
 }
 
-/// Writes `contents` in one transaction with the tables locked: refused when the store holds
-/// anything unless `replace`, which deletes it first.
+/// Writes `contents` in one transaction with the tables locked, in place of what the store
+/// holds as `mode` allows.
 pub(super) async fn import(
     pool: &Pool,
     contents: &Contents,
-    replace: bool,
+    mode: Import<'_>,
     location: &str,
 ) -> Result<(), KmsError> {
     let mut client = pool.get().await.map_err(pool_error)?;
@@ -69,7 +75,12 @@ pub(super) async fn import(
     tx.batch_execute("LOCK TABLE g2p_kms_keys, g2p_kms_realm_keys, g2p_kms_meta IN EXCLUSIVE MODE")
         .await
         .map_err(|e| db_error(&e))?;
-    if !replace {
+    if let Import::ReplacingExactly(expected) = mode
+        && !same_contents(&read_all(&tx).await?, expected)
+    {
+        return Err(changed(location));
+    }
+    if matches!(mode, Import::IntoEmpty) {
         let held = tx
             .query_one(
                 "SELECT (SELECT count(*) FROM g2p_kms_keys), (SELECT count(*) FROM g2p_kms_realm_keys), (SELECT count(*) FROM g2p_kms_meta WHERE name = 'kek_check')",

@@ -23,7 +23,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 
-use super::backend::{Backend, Contents, Query, Stamp, Stored, StoredKey};
+use super::backend::{Backend, Contents, Import, Query, Stamp, Stored, StoredKey};
 use changes::{Changes, listen};
 
 mod changes;
@@ -436,11 +436,13 @@ impl Backend for PostgresBackend {
     fn store_current(
         &self,
         key: &StoredKey,
-        margin: i64,
-        replace: bool,
+        (margin, replace): (i64, bool),
+        kek_check: &[u8],
     ) -> Result<Stored, KmsError> {
         let pool = self.pool.clone();
         let key = key.clone();
+        let kek_check = kek_check.to_vec();
+        let location = self.location.clone();
         let stored = self.run(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(|e| db_error(&e))?;
@@ -451,6 +453,14 @@ impl Backend for PostgresBackend {
             )
             .await
             .map_err(|e| db_error(&e))?;
+            let stored = tx
+                .query_opt("SELECT value FROM g2p_kms_meta WHERE name = 'kek_check'", &[])
+                .await
+                .map_err(|e| db_error(&e))?
+                .map(|row| row.get::<_, Vec<u8>>(0));
+            if stored.as_deref() != Some(kek_check.as_slice()) {
+                return Err(super::backend::kek_changed(&location));
+            }
             let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
                 &key.application_id,
                 &key.reference_id,
@@ -586,11 +596,24 @@ impl Backend for PostgresBackend {
         self.run(async move { contents::export(&pool).await })
     }
 
-    fn import(&self, contents: &Contents, replace: bool) -> Result<(), KmsError> {
+    fn import(&self, contents: &Contents, mode: Import<'_>) -> Result<(), KmsError> {
         let pool = self.pool.clone();
         let contents = contents.clone();
         let location = self.location.clone();
-        self.run(async move { contents::import(&pool, &contents, replace, &location).await })?;
+        // The mode borrows; the operation runs elsewhere: carry what it needs.
+        let expected = match mode {
+            Import::ReplacingExactly(expected) => Some(expected.clone()),
+            _ => None,
+        };
+        let into_empty = matches!(mode, Import::IntoEmpty);
+        self.run(async move {
+            let mode = match &expected {
+                Some(expected) => Import::ReplacingExactly(expected),
+                None if into_empty => Import::IntoEmpty,
+                None => Import::Replacing,
+            };
+            contents::import(&pool, &contents, mode, &location).await
+        })?;
         self.changes.moved();
         Ok(())
     }
