@@ -112,12 +112,9 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupSummary, KmsError> {
     source.busy_timeout(std::time::Duration::from_secs(30))?;
     schema_of(&source, &store)?;
     let (file, copy) = snapshot(source, out)?;
-    copy.pragma_update(None, "journal_mode", "DELETE")?;
-    copy.execute_batch(
-        "CREATE TABLE backup_files (name TEXT PRIMARY KEY, content BLOB NOT NULL);",
-    )?;
     let entries = std::fs::read_dir(dir)
         .map_err(|e| config(format!("cannot read {}: {e}", dir.display())))?;
+    let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| config(format!("cannot read {}: {e}", dir.display())))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -126,11 +123,29 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupSummary, KmsError> {
                 std::fs::read(entry.path())
                     .map_err(|e| config(format!("cannot read {}: {e}", entry.path().display())))?,
             );
-            copy.execute(
-                "INSERT INTO backup_files (name, content) VALUES (?1, ?2)",
-                params![name, content.as_slice()],
-            )?;
+            files.push((name, content));
         }
+    }
+    finish(copy, file, out, &files)
+}
+
+/// Completes the copy `copy` of a store as a backup — the realm key `files` (file name,
+/// wrapped key) and the time it was made — and puts it in place.
+fn finish(
+    copy: Connection,
+    file: AtomicFile,
+    out: &Path,
+    files: &[(String, Secret)],
+) -> Result<BackupSummary, KmsError> {
+    copy.pragma_update(None, "journal_mode", "DELETE")?;
+    copy.execute_batch(
+        "CREATE TABLE backup_files (name TEXT PRIMARY KEY, content BLOB NOT NULL);",
+    )?;
+    for (name, content) in files {
+        copy.execute(
+            "INSERT INTO backup_files (name, content) VALUES (?1, ?2)",
+            params![name, content.as_slice()],
+        )?;
     }
     let made_at = time::OffsetDateTime::now_utc().unix_timestamp();
     copy.execute(
@@ -179,26 +194,17 @@ pub fn backup_backend(
         crate::store::Import::Replacing,
     )?;
     drop(copy);
-    let copy = Connection::open(&temp)?;
-    copy.pragma_update(None, "journal_mode", "DELETE")?;
-    copy.execute_batch(
-        "CREATE TABLE backup_files (name TEXT PRIMARY KEY, content BLOB NOT NULL);",
-    )?;
-    for (name, wrapped) in &contents.realm_keys {
-        copy.execute(
-            "INSERT INTO backup_files (name, content) VALUES (?1, ?2)",
-            params![crate::keyfile::realm_file(name), wrapped],
-        )?;
-    }
-    let made_at = time::OffsetDateTime::now_utc().unix_timestamp();
-    copy.execute(
-        "INSERT INTO meta (name, value) VALUES ('backup_made_at', ?1)",
-        params![made_at],
-    )?;
-    let summary = summarize(&copy)?;
-    drop(copy);
-    file.commit().map_err(|e| cannot_write(&e))?;
-    Ok(summary)
+    let files: Vec<(String, Secret)> = contents
+        .realm_keys
+        .iter()
+        .map(|(name, wrapped)| {
+            (
+                crate::keyfile::realm_file(name),
+                Zeroizing::new(wrapped.clone()),
+            )
+        })
+        .collect();
+    finish(Connection::open(&temp)?, file, out, &files)
 }
 
 /// A consistent copy of the database `source` (one read transaction) started as `target`:
