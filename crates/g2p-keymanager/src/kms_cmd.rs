@@ -377,12 +377,10 @@ fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> Result<(), Failure> {
-    let mut table = args.dir.settings(config);
-    table.admit_unknown_applications |= args.admit_unknown_applications;
-    table.admit_unknown_references |= args.admit_unknown_references;
-    let server_options = table.server_options()?;
-    let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
+/// The clients `kms serve` admits from the table and the flags; with the keys in a shared
+/// database they must be named (a default client's secret would differ between replicas),
+/// and a missing `--public-url` is warned about.
+fn named_clients(args: &ServeArgs, table: &KmsSettings) -> Result<Vec<Client>, Failure> {
     let shared = table.database(env).is_some();
     let mut clients = table.clients();
     for spec in &args.clients {
@@ -398,6 +396,16 @@ async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> R
             "the keys are in a shared database but no --public-url is set: tokens name this replica's own address as their issuer, and other replicas refuse them; give every replica the URL its clients use"
         );
     }
+    Ok(clients)
+}
+
+async fn serve_command(args: &ServeArgs, config: &Config, audit: &AuditLog) -> Result<(), Failure> {
+    let mut table = args.dir.settings(config);
+    table.admit_unknown_applications |= args.admit_unknown_applications;
+    table.admit_unknown_references |= args.admit_unknown_references;
+    let server_options = table.server_options()?;
+    let dir = table.data_dir(args.dir.data_dir.as_deref(), env);
+    let mut clients = named_clients(args, &table)?;
     let kms = Arc::new(table.open(&dir, env)?);
     // The pairs the configured providers use may have keys made on first use.
     for (app, reference) in config.provider_pairs() {

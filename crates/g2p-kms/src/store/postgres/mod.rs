@@ -28,6 +28,7 @@ use changes::{Changes, listen};
 
 mod changes;
 mod contents;
+mod current;
 use crate::error::KmsError;
 
 /// The versioned schema, `migrations/postgres` of this crate.
@@ -444,53 +445,7 @@ impl Backend for PostgresBackend {
         let kek_check = kek_check.to_vec();
         let location = self.location.clone();
         let stored = self.run(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
-            let tx = client.transaction().await.map_err(|e| db_error(&e))?;
-            let pair = format!("g2p-kms:{}\u{1f}{}", key.application_id, key.reference_id);
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&pair],
-            )
-            .await
-            .map_err(|e| db_error(&e))?;
-            let stored = tx
-                .query_opt("SELECT value FROM g2p_kms_meta WHERE name = 'kek_check'", &[])
-                .await
-                .map_err(|e| db_error(&e))?
-                .map(|row| row.get::<_, Vec<u8>>(0));
-            if stored.as_deref() != Some(kek_check.as_slice()) {
-                return Err(super::backend::kek_changed(&location));
-            }
-            let args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
-                &key.application_id,
-                &key.reference_id,
-                &key.generated_at,
-                &margin,
-            ];
-            if replace {
-                tx.execute(
-                    &format!("UPDATE g2p_kms_keys SET expires_at = $3 - 60 WHERE {LIVE}"),
-                    &args,
-                )
-                .await
-                .map_err(|e| db_error(&e))?;
-            } else {
-                let existing = tx
-                    .query_opt(
-                        &format!(
-                            "SELECT {COLUMNS} FROM g2p_kms_keys WHERE {LIVE} ORDER BY generated_at DESC, seq DESC LIMIT 1"
-                        ),
-                        &args,
-                    )
-                    .await
-                    .map_err(|e| db_error(&e))?;
-                if let Some(existing) = existing {
-                    return Ok(Stored::Theirs(Box::new(row_to_key(&existing))));
-                }
-            }
-            insert(&tx, &key).await?;
-            tx.commit().await.map_err(|e| db_error(&e))?;
-            Ok(Stored::Ours)
+            current::store(&pool, &key, (margin, replace), &kek_check, &location).await
         })?;
         self.changes.moved();
         Ok(stored)
