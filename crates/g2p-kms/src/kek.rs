@@ -76,11 +76,6 @@ impl Kek {
         }
     }
 
-    /// Whether the key is in a token.
-    pub fn in_token(&self) -> bool {
-        matches!(self.inner, Inner::Token(_))
-    }
-
     /// Loads the key: `env_value` (base64) when given, else `<dir>/kek`, created if missing.
     ///
     /// # Errors

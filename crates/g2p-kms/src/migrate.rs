@@ -19,6 +19,7 @@ use g2p_mosip::cipher::{CipherParams, Sealer};
 
 use crate::error::KmsError;
 use crate::kek::{KEK_ENV, Kek};
+use crate::store::backend::same_contents;
 use crate::store::{Backend, Contents, Import, SqliteBackend, StoreOptions};
 
 /// Most ciphertexts sealed before a migration and decrypted after it.
@@ -90,8 +91,7 @@ pub fn migrate(
     verify_copy(&source, &samples, to, kek)?;
     // A key made in the source during the copy (a `kms serve` still running on it) would be
     // missing from the target.
-    let after = SqliteBackend::open(from)?.export()?;
-    if by_alias(&after.keys) != by_alias(&source.keys) || after.realm_keys != source.realm_keys {
+    if !same_contents(&SqliteBackend::open(from)?.export()?, &source) {
         return Err(config(format!(
             "the key store in {} changed during the copy (is a kms serve still running on it?); stop what uses it and migrate again with --force",
             from.display()
@@ -110,13 +110,6 @@ pub fn migrate(
     })
 }
 
-/// Keys in alias order: backends order keys made in the same second differently.
-fn by_alias(keys: &[crate::store::StoredKey]) -> Vec<crate::store::StoredKey> {
-    let mut keys = keys.to_vec();
-    keys.sort_by(|a, b| a.alias.cmp(&b.alias));
-    keys
-}
-
 /// The copy in `to` reads back as `source`, and through a key manager over it every sample
 /// decrypts and every realm key opens.
 fn verify_copy(
@@ -126,10 +119,7 @@ fn verify_copy(
     kek: Kek,
 ) -> Result<(), KmsError> {
     let copied = to.export()?;
-    if by_alias(&copied.keys) != by_alias(&source.keys)
-        || copied.realm_keys != source.realm_keys
-        || copied.kek_check != source.kek_check
-    {
+    if !same_contents(&copied, source) {
         return Err(config(format!(
             "the copy in the {} does not read back as the source ({} of {} keys, {} of {} realm keys); run the migration again with --force",
             to.location(),

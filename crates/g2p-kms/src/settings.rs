@@ -282,14 +282,6 @@ impl KmsSettings {
         }
     }
 
-    /// Where the keys are, for messages: the database (never its password) or `dir`.
-    pub fn describe_store(&self, dir: &Path, env: impl Fn(&str) -> Option<String>) -> String {
-        match self.database(env) {
-            Some(_) => "the configured PostgreSQL database".into(),
-            None => dir.display().to_string(),
-        }
-    }
-
     /// Opens the embedded key manager with these settings: over the configured database
     /// (the key-encryption key must then be given: `G2P_KMS_KEK`, read through `env`, or a
     /// `kek` file in `dir`), else over the SQLite store in `dir` (its `kek` file made on

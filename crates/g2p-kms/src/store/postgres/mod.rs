@@ -15,7 +15,6 @@
 //!   task, a plain thread, or an async worker).
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -329,15 +328,6 @@ impl PostgresBackend {
             Ok(())
         })
     }
-
-    /// The pool's size and connections in use, for metrics and tests.
-    pub fn pool_status(&self) -> (usize, usize) {
-        let status = self.pool.status();
-        (
-            status.max_size,
-            status.size.saturating_sub(status.available),
-        )
-    }
 }
 
 impl Backend for PostgresBackend {
@@ -647,10 +637,4 @@ async fn insert(tx: &deadpool_postgres::Transaction<'_>, key: &StoredKey) -> Res
         .await
         .map_err(|e| db_error(&e))?;
     Ok(())
-}
-
-/// Whether `path` is a PostgreSQL URL rather than a data directory.
-pub fn is_database_url(path: &Path) -> bool {
-    path.to_str()
-        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
 }
