@@ -1,7 +1,7 @@
 //! `g2p-keymanager kms migrate` (a data directory's store into a database) and
 //! `kms migrate-kek` (every key re-wrapped under another key-encryption key).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use g2p_config::Config;
@@ -70,7 +70,7 @@ pub fn migrate(args: &MigrateArgs, config: &Config, audit: &Audit) -> Result<(),
     audit_whole(audit, "migrate", &result);
     let summary = result?;
     let text = format!(
-        "copied {} into the database{}\n{} keys ({} with a private key), realm keys: {}; {} ciphertexts sealed before the copy decrypt from the database\nstart the replicas with the same key-encryption key and --database-url\n",
+        "copied {} into the database{}\n{} keys ({} with a private key), realm keys: {}; a ciphertext sealed before the copy under each of {} encryption keys decrypts from the database\nstart the replicas with the same key-encryption key and --database-url\n",
         args.from.display(),
         if summary.replaced {
             ", replacing the store it held"
@@ -119,26 +119,8 @@ fn migrate_kek_command(
         );
         return Ok((summary, after));
     }
-    // A new random key, in a file beside the store: written first (kept if the re-wrap
-    // fails, so nothing is ever wrapped under a key that is nowhere), moved into place after.
     let fresh = dir.join("kek.new");
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom")
-            .map_err(|e| g2p_kms::KmsError::Internal(format!("no randomness: {e}")))?,
-        bytes.as_mut_slice(),
-    )
-    .map_err(|e| g2p_kms::KmsError::Internal(format!("no randomness: {e}")))?;
-    let created = g2p_encryption::files::create_private_once(&fresh, bytes.as_slice())
-        .map_err(|e| g2p_kms::KmsError::Config(format!("cannot write {}: {e}", fresh.display())))?;
-    if !created {
-        return Err(g2p_kms::KmsError::Config(format!(
-            "{} exists (left by an earlier migrate-kek?): if the store opens with it, move it to {}; else remove it and run again",
-            fresh.display(),
-            dir.join(g2p_kms::kek::KEK_FILE).display()
-        )));
-    }
-    let to = g2p_kms::Kek::from_bytes(bytes.as_slice())?;
+    let to = new_kek_file(&fresh, &dir)?;
     let summary = match g2p_kms::migrate::rewrap(backend.as_ref(), &from, &to) {
         Ok(summary) => summary,
         Err(e) => {
@@ -170,6 +152,25 @@ fn migrate_kek_command(
         }
     );
     Ok((summary, after))
+}
+
+/// A new random key-encryption key in `fresh` (beside the store in `dir`), written before
+/// anything is wrapped under it — so nothing ever is under a key that is nowhere — and never
+/// over a file left there.
+fn new_kek_file(fresh: &Path, dir: &Path) -> Result<g2p_kms::Kek, g2p_kms::KmsError> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut_slice())
+        .map_err(|_| g2p_kms::KmsError::Internal("no randomness".into()))?;
+    let created = g2p_encryption::files::create_private_once(fresh, bytes.as_slice())
+        .map_err(|e| g2p_kms::KmsError::Config(format!("cannot write {}: {e}", fresh.display())))?;
+    if !created {
+        return Err(g2p_kms::KmsError::Config(format!(
+            "{} exists (left by an earlier migrate-kek?): if the store opens with it, move it to {}; else remove it and run again",
+            fresh.display(),
+            dir.join(g2p_kms::kek::KEK_FILE).display()
+        )));
+    }
+    g2p_kms::Kek::from_bytes(bytes.as_slice())
 }
 
 /// `kms migrate`: the source's key-encryption key, the target's connection, the copy.

@@ -37,7 +37,7 @@ fn start(common: &Common, env: &[(&str, &str)]) -> Result<Server> {
 
 fn random_kek() -> Result<String> {
     let mut kek = [0u8; 32];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut kek)?;
+    aws_lc_rs::rand::fill(&mut kek)?;
     Ok(g2p_encryption::b64::encode_b64(&kek))
 }
 
@@ -149,13 +149,24 @@ pub async fn run(common: &Common, database_url: &str, rotations: usize) -> Resul
         );
     }
 
+    rotation_visibility(&http, (&first, &second), &cookie, rotations).await
+}
+
+/// Rotates the `ID_REPO` master key through `first` `rotations` times and prints how long
+/// each took to be seen through `second`.
+async fn rotation_visibility(
+    http: &reqwest::Client,
+    (first, second): (&Server, &Server),
+    cookie: &str,
+    rotations: usize,
+) -> Result<()> {
     let mut seen = Vec::with_capacity(rotations);
     for _ in 0..rotations {
-        let before = certificate(&http, &second.url, &cookie).await?;
-        rotate(&http, &first.url, &cookie).await?;
+        let before = certificate(http, &second.url, cookie).await?;
+        rotate(http, &first.url, cookie).await?;
         let rotated = Instant::now();
         loop {
-            if certificate(&http, &second.url, &cookie).await? != before {
+            if certificate(http, &second.url, cookie).await? != before {
                 seen.push(rotated.elapsed());
                 break;
             }
