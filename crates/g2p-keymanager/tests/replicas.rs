@@ -537,7 +537,7 @@ fn administration_works_on_a_database_store_and_a_data_directory_migrates_into_i
     .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("decrypt from the database"),
+        text(&out).contains("decrypts from the database"),
         "{}",
         text(&out)
     );
